@@ -1,0 +1,77 @@
+"""Command line: ``python -m nfcourse build-curriculum`` and ``python -m nfcourse lab``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from nfcourse import curriculum
+
+#: JupyterLab's document types whose files jupytext opens as notebooks on double-click.
+JUPYTEXT_VIEWERS = {"python": "Jupytext Notebook", "markdown": "Jupytext Notebook"}
+
+
+def build_curriculum(args: argparse.Namespace) -> int:
+    changed = curriculum.build(check=args.check)
+    if args.check:
+        if changed:
+            names = ", ".join(p.name for p in changed)
+            print(f"curriculum/ is out of date: {names}\n"
+                  "Run `python -m nfcourse build-curriculum` and commit the result.")
+            return 1
+        print("curriculum/ is up to date.")
+        return 0
+    for path in changed:
+        print(f"wrote {path}")
+    print(f"{len(changed)} student notebook(s) changed.")
+    return 0
+
+
+def install_default_viewer(prefix: Path = Path(sys.prefix)) -> Path:
+    """Make double-click open .py notebooks as notebooks in this environment's JupyterLab.
+
+    JupyterLab reads ``<prefix>/share/jupyter/lab/settings/overrides.json`` as the
+    defaults of this installation only; a user's own settings still win.
+    """
+    path = prefix / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    settings = json.loads(path.read_text()) if path.exists() else {}
+    docmanager = settings.setdefault("@jupyterlab/docmanager-extension:plugin", {})
+    docmanager.setdefault("defaultViewers", {}).update(JUPYTEXT_VIEWERS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+    return path
+
+
+def lab(args: argparse.Namespace) -> int:
+    install_default_viewer()
+    folder = curriculum.repo_root() / "curriculum"
+    command = [sys.executable, "-m", "jupyter", "lab", str(folder), *args.jupyter_args]
+    print("Starting JupyterLab on", folder, "(Ctrl-C to stop)")
+    if os.name == "nt":
+        return subprocess.call(command)
+    os.execv(sys.executable, command)
+    return 0  # pragma: no cover (execv does not return)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nfcourse", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build-curriculum",
+                                help="write curriculum/ (student notebooks) from solutions/")
+    build.add_argument("--check", action="store_true",
+                       help="write nothing; exit 1 if curriculum/ is out of date")
+    build.set_defaults(run=build_curriculum)
+    open_lab = commands.add_parser("lab", help="open JupyterLab on the student notebooks")
+    open_lab.add_argument("jupyter_args", nargs=argparse.REMAINDER,
+                          help="passed on to `jupyter lab`, e.g. --no-browser")
+    open_lab.set_defaults(run=lab)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

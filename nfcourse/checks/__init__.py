@@ -1,0 +1,19 @@
+"""Self-checks for the student notebooks.
+
+Each implementation exercise is followed by a cell such as::
+
+    from nfcourse.checks import bayes as check
+    check.linear_gaussian_log_density(log_density)
+
+A check calls the student's function on fresh inputs and compares the answer with an
+independent computation. It prints one line when everything holds, and otherwise raises
+:class:`SelfCheckError` with a message in the student's terms: which property failed,
+expected versus got, and, for the mistakes people usually make, what the mistake
+probably is. An unfinished stub's ``NotImplementedError`` passes through untouched.
+
+One module per section; the shared machinery lives in :mod:`nfcourse.checks.core`.
+"""
+
+from nfcourse.checks.core import SelfCheckError
+
+__all__ = ["SelfCheckError"]

@@ -1,0 +1,121 @@
+"""The machinery shared by every self-check: calling the student's code, comparing
+tensors, and saying what went wrong."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+
+
+class SelfCheckError(AssertionError):
+    """A self-check found a wrong answer; the message says what and why."""
+
+
+class Exercise:
+    """A named exercise whose checks share a title in their messages.
+
+    >>> ex = Exercise("1.5", "KL to a standard normal")
+    >>> ex.passed("matches the closed form")
+    ✔ Exercise 1.5 (KL to a standard normal): matches the closed form
+    >>> try:
+    ...     ex.fail("the value is off", expected=1.0, got=2.5, hint="check the 1/2")
+    ... except SelfCheckError as err:
+    ...     print(err)
+    ✘ Exercise 1.5 (KL to a standard normal): the value is off
+      expected: 1
+      got:      2.5
+      hint: check the 1/2
+    """
+
+    def __init__(self, number: str, title: str):
+        self.number = number
+        self.title = title
+
+    @property
+    def label(self) -> str:
+        return f"Exercise {self.number} ({self.title})"
+
+    def passed(self, what: str) -> None:
+        print(f"✔ {self.label}: {what}")
+
+    def fail(self, what: str, expected: Any = None, got: Any = None,
+             hint: str | None = None) -> None:
+        lines = [f"✘ {self.label}: {what}"]
+        if expected is not None or got is not None:
+            lines += [f"  expected: {_show(expected)}", f"  got:      {_show(got)}"]
+        if hint:
+            lines.append(f"  hint: {hint}")
+        raise SelfCheckError("\n".join(lines))
+
+    def call(self, fn: Callable, *args, **kwargs) -> Any:
+        """Call the student's function; turn a crash into a message (stubs pass through)."""
+        try:
+            return fn(*args, **kwargs)
+        except NotImplementedError:
+            raise
+        except Exception as err:  # the student's bug, reported with its inputs
+            shapes = ", ".join(_describe(a) for a in args)
+            raise SelfCheckError(
+                f"✘ {self.label}: your function raised {type(err).__name__}: {err}\n"
+                f"  called with: ({shapes})"
+            ) from err
+
+    def tensor(self, value: Any, what: str) -> torch.Tensor:
+        """The answer as a tensor, or a message saying it is not one."""
+        if isinstance(value, torch.Tensor):
+            return value
+        try:
+            return torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            self.fail(f"{what} should be a tensor (or a number)", got=type(value).__name__)
+            raise AssertionError("unreachable")
+
+    def shape(self, value: torch.Tensor, shape: Iterable[int], what: str,
+              hint: str | None = None) -> None:
+        if tuple(value.shape) != tuple(shape):
+            self.fail(f"{what} has the wrong shape", expected=list(shape),
+                      got=list(value.shape), hint=hint)
+
+    def close(self, got: Any, expected: Any, what: str, hint: str | None = None,
+              rtol: float = 1e-5, atol: float = 1e-6) -> None:
+        got = self.tensor(got, what)
+        expected = torch.as_tensor(expected)
+        if got.shape != expected.shape:
+            self.shape(got, expected.shape, what)
+        if not torch.isfinite(got).all():
+            self.fail(f"{what} contains NaN or inf", expected=expected, got=got, hint=hint)
+        got = got.to(expected.dtype)
+        if not torch.allclose(got, expected, rtol=rtol, atol=atol):
+            self.fail(what, expected=expected, got=got, hint=hint)
+
+
+def matches(got: torch.Tensor, candidate: torch.Tensor, rtol: float = 1e-5,
+            atol: float = 1e-6) -> bool:
+    """Whether an answer equals a candidate (used to recognise a typical mistake)."""
+    got, candidate = torch.as_tensor(got), torch.as_tensor(candidate)
+    return got.shape == candidate.shape and torch.allclose(
+        got.to(candidate.dtype), candidate, rtol=rtol, atol=atol)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        if value.numel() > 6:
+            flat = value.detach().flatten()[:6].tolist()
+            return f"tensor of shape {list(value.shape)}, starting {_fmt(flat)} ..."
+        return _fmt(value.detach().tolist())
+    return _fmt(value)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _describe(arg: Any) -> str:
+    if isinstance(arg, torch.Tensor):
+        return f"tensor{list(arg.shape)} {arg.dtype}"
+    return type(arg).__name__

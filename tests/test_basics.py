@@ -1,0 +1,88 @@
+"""Fast mode, devices, seeding and the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nfcourse
+from nfcourse import __main__ as cli
+from nfcourse.utils import get_device, seed_everything
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fast_flag(value: str) -> subprocess.CompletedProcess:
+    code = "import nfcourse.config as c; print(c.FAST, c.pick(full='full', fast='fast'))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"NFCOURSE_FAST": value, "PATH": ""})
+
+
+@pytest.mark.parametrize("value, expected", [("1", "True fast"), ("0", "False full"),
+                                             ("", "False full"), ("yes", "True fast")])
+def test_fast_mode_is_read_from_the_environment(value, expected):
+    result = _fast_flag(value)
+    assert result.stdout.strip() == expected, result.stderr
+
+
+def test_fast_mode_rejects_nonsense_with_a_clear_message():
+    result = _fast_flag("maybe")
+    assert result.returncode != 0 and "NFCOURSE_FAST='maybe'" in result.stderr
+
+
+def test_tests_run_in_fast_mode():
+    assert nfcourse.FAST, "conftest.py should set NFCOURSE_FAST=1 for the test suite"
+
+
+def test_device_choice(monkeypatch):
+    monkeypatch.delenv("NFCOURSE_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else None
+    assert get_device().type == (expected or get_device().type)
+    assert get_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("NFCOURSE_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert get_device().type == "cpu" or get_device().type == "mps"
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            get_device("cuda")
+
+
+def test_seed_everything_reproduces_torch_and_numpy():
+    import numpy as np
+    g = seed_everything(123)
+    first = (torch.randn(3), np.random.rand(3), torch.rand(2, generator=g))
+    g = seed_everything(123)
+    second = (torch.randn(3), np.random.rand(3), torch.rand(2, generator=g))
+    assert torch.equal(first[0], second[0]) and (first[1] == second[1]).all()
+    assert torch.equal(first[2], second[2])
+
+
+def test_build_curriculum_check_command_agrees():
+    result = subprocess.run([sys.executable, "-m", "nfcourse", "build-curriculum", "--check"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "up to date" in result.stdout
+
+
+def test_default_viewer_makes_python_files_open_as_notebooks(tmp_path):
+    path = tmp_path / "share/jupyter/lab/settings/overrides.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"@jupyterlab/apputils-extension:themes": {"theme": "dark"}}))
+    cli.install_default_viewer(tmp_path)
+    settings = json.loads(path.read_text())
+    viewers = settings["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]
+    assert viewers["python"] == "Jupytext Notebook"
+    assert settings["@jupyterlab/apputils-extension:themes"] == {"theme": "dark"}  # kept
+
+
+def test_jupytext_provides_the_notebook_viewer_we_name():
+    """The viewer name we configure must be one jupytext's lab extension registers."""
+    labext = Path(sys.prefix) / "share/jupyter/labextensions"
+    bundles = list(labext.glob("jupyterlab-jupytext/static/*.js"))
+    assert bundles, f"jupytext's JupyterLab extension is not installed under {labext}"
+    assert any("Jupytext Notebook" in p.read_text(errors="ignore") for p in bundles)
