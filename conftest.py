@@ -27,7 +27,6 @@ if "NFCOURSE_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_di
     os.environ["NFCOURSE_DATA"] = str(ROOT.parent / "shared" / "data")
 
 _NOTEBOOK_DIR = Path(tempfile.mkdtemp(prefix="nfcourse-nbval-"))
-_cell_seconds: dict[str, float] = defaultdict(float)
 
 
 def _is_solution(path: Path) -> bool:
@@ -49,18 +48,28 @@ def pytest_collect_file(file_path: Path, parent):
                                   nodeid=f"solutions/{file_path.name}")]
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item):
-    start = time.perf_counter()
-    try:
-        return (yield)
-    finally:
-        if item.nodeid.startswith("solutions/"):
-            _cell_seconds[item.nodeid.split("::")[0]] += time.perf_counter() - start
+class _NotebookTimer:
+    """Adds up cell times per solution notebook. Registered as a global plugin, since
+    the converted notebooks live outside this conftest's folder."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item):
+        start = time.perf_counter()
+        try:
+            return (yield)
+        finally:
+            if item.nodeid.startswith("solutions/"):
+                self.seconds[item.nodeid.split("::")[0]] += time.perf_counter() - start
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.seconds:
+            terminalreporter.section("nbval time per solution notebook (cells only)")
+            for name, seconds in sorted(self.seconds.items()):
+                terminalreporter.write_line(f"{name:40s} {seconds:7.1f} s")
 
 
-def pytest_terminal_summary(terminalreporter):
-    if _cell_seconds:
-        terminalreporter.section("nbval time per solution notebook (cells only)")
-        for name, seconds in sorted(_cell_seconds.items()):
-            terminalreporter.write_line(f"{name:40s} {seconds:7.1f} s")
+def pytest_configure(config):
+    config.pluginmanager.register(_NotebookTimer(), "nfcourse-notebook-timer")
