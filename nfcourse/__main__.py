@@ -65,11 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--check", action="store_true",
                        help="write nothing; exit 1 if curriculum/ is out of date")
     build.set_defaults(run=build_curriculum)
-    open_lab = commands.add_parser("lab", help="open JupyterLab on the student notebooks")
-    open_lab.add_argument("jupyter_args", nargs=argparse.REMAINDER,
-                          help="passed on to `jupyter lab`, e.g. --no-browser")
+    open_lab = commands.add_parser(
+        "lab", help="open JupyterLab on the student notebooks; other options "
+                    "(e.g. --no-browser --port=8890) go to `jupyter lab`")
     open_lab.set_defaults(run=lab)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.jupyter_args = extra
     return args.run(args)
 
 

@@ -45,3 +45,13 @@ def test_conda_environment_installs_the_package_itself():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert any("--editable ." in line for line in pip_section)
+
+
+def test_ci_runs_the_readme_test_command():
+    """README's test command is the one CI proves."""
+    readme = (ROOT / "README.md").read_text()
+    commands = re.findall(r"^(python3 tasks\.py \w+)\s+#", readme, flags=re.M)
+    assert commands == ["python3 tasks.py course", "python3 tasks.py test"], commands
+    ci = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()
+          if line.strip() and not line.strip().startswith("#")]
+    assert "python3 tasks.py test" in ci
