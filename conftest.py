@@ -3,17 +3,18 @@
 - Fast mode on (``NFCOURSE_FAST=1``) and downloads off (``NFCOURSE_OFFLINE=1``): no test
   touches the network. Notebook kernels inherit these variables.
 - ``NFCOURSE_DATA`` defaults to ``../shared/data`` beside the checkout, where CI keeps it.
-- Each ``solutions/NN_*.py`` is converted (jupytext) to a notebook in a temporary folder
-  and handed to nbval, which runs it cell by cell; a failing ``assert`` fails the test.
+- Each ``solutions/NN_*.py`` is read as a notebook by jupytext (in memory; no .ipynb is
+  written) and run by nbval cell by cell, in its own kernel whose working directory is
+  ``solutions/``; a failing ``assert`` fails the test.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -26,11 +27,31 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 if "NFCOURSE_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
     os.environ["NFCOURSE_DATA"] = str(ROOT.parent / "shared" / "data")
 
-_NOTEBOOK_DIR = Path(tempfile.mkdtemp(prefix="nfcourse-nbval-"))
-
-
 def _is_solution(path: Path) -> bool:
     return path.parent == SOLUTIONS and path.suffix == ".py" and path.name[:2].isdigit()
+
+
+class _JupytextReader:
+    """Stands in for nbformat inside nbval: reads a py:percent file as a notebook."""
+
+    @staticmethod
+    def read(path, as_version=4):
+        import jupytext
+        return jupytext.read(path, as_version=as_version)
+
+
+def _solution_notebook(parent, file_path: Path):
+    from nbval import plugin
+
+    class SolutionNotebook(plugin.IPyNbFile):
+        """nbval's notebook collector, fed by jupytext instead of an .ipynb file, so the
+        test items point at solutions/NN_*.py itself (and `pytest solutions/01_x.py` works)."""
+
+        def collect(self):
+            with mock.patch.object(plugin, "nbformat", _JupytextReader):
+                yield from super().collect()
+
+    return SolutionNotebook.from_parent(parent, path=file_path)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -38,19 +59,12 @@ def pytest_collect_file(file_path: Path, parent):
     collected = yield
     if not _is_solution(file_path):
         return collected
-    # A solution is a notebook, not a module: never import it for doctests.
-    import jupytext
-    from nbval.plugin import IPyNbFile
-
-    notebook = _NOTEBOOK_DIR / f"{file_path.stem}.ipynb"
-    jupytext.write(jupytext.read(file_path), notebook)
-    return [IPyNbFile.from_parent(parent, path=notebook,
-                                  nodeid=f"solutions/{file_path.name}")]
+    # A solution is a notebook, not a module: nbval runs it; it is never imported.
+    return [_solution_notebook(parent, file_path)]
 
 
 class _NotebookTimer:
-    """Adds up cell times per solution notebook. Registered as a global plugin, since
-    the converted notebooks live outside this conftest's folder."""
+    """Adds up the cell times of each solution notebook, for the summary at the end."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)

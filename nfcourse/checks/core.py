@@ -42,8 +42,10 @@ class Exercise:
     def fail(self, what: str, expected: Any = None, got: Any = None,
              hint: str | None = None) -> None:
         lines = [f"✘ {self.label}: {what}"]
-        if expected is not None or got is not None:
-            lines += [f"  expected: {_show(expected)}", f"  got:      {_show(got)}"]
+        if expected is not None:
+            lines.append(f"  expected: {_show(expected)}")
+        if got is not None:
+            lines.append(f"  got:      {_show(got)}")
         if hint:
             lines.append(f"  hint: {hint}")
         raise SelfCheckError("\n".join(lines))
