@@ -1,0 +1,203 @@
+r"""Planar flow (Rezende & Mohamed 2015, §4.1 and Appendix A.1).
+
+.. math::
+
+    f(z) = z + \hat u \, h(w^\top z + b), \qquad h = \tanh,
+
+    \log\left|\det \frac{\partial f}{\partial z}\right| = \log\left|1 + \psi(z)^\top \hat u\right|,
+    \qquad \psi(z) = h'(w^\top z + b)\, w .
+
+**Invertibility** (Appendix A.1): :math:`f` is invertible iff :math:`w^\top \hat u \ge -1`.
+Any raw :math:`u` is mapped to
+
+.. math::
+
+    \hat u = u + \big[m(w^\top u) - w^\top u\big] \frac{w}{\lVert w\rVert^2},
+    \qquad m(x) = -1 + \operatorname{softplus}(x),
+
+so that :math:`w^\top \hat u = m(w^\top u) > -1` (note :math:`\lVert w\rVert^2`, not
+:math:`\lVert w\rVert`: the bug of pyro PR #2192). Numerically, softplus is floored at
+machine epsilon, the projection on :math:`w` is applied twice (for large
+:math:`|w^\top u|` one pass cancels), and :math:`w = 0` is a translation.
+
+We use :math:`w^\top \hat u = m(w^\top u)` directly in the log-det: with
+:math:`t = \tanh(w^\top z + b)` and :math:`\sigma = \operatorname{softplus}(w^\top u)`,
+
+.. math::
+
+    1 + \psi^\top \hat u = 1 + (1 - t^2)(\sigma - 1) = \sigma + t^2 (1 - \sigma) > 0,
+
+a sum of non-negative terms, so it stays positive even for adversarial :math:`u, w`
+where computing :math:`w^\top \hat u` by a dot product would cancel catastrophically.
+
+**Inverse** (numerical). Project :math:`y = f(z)` on :math:`w`: with :math:`\alpha = w^\top z`
+and :math:`c = w^\top \hat u`,
+
+.. math::
+
+    g(\alpha) = \alpha + c \tanh(\alpha + b) - w^\top y = 0, \qquad
+    g'(\alpha) = 1 + c\,(1 - \tanh^2(\alpha + b)) \ge 0,
+
+a monotone scalar equation whose root lies in :math:`[w^\top y - |c|, w^\top y + |c|]`.
+We solve it in float64 by Newton's method safeguarded by bisection on that bracket, then
+:math:`z = y - \hat u \tanh(\alpha + b)`. A last Newton step taken with autograd on gives
+the implicit-function gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nfcourse.flows.base import Bijection
+
+__all__ = ["Planar", "solve_monotone"]
+
+#: Stopping rule of the scalar root-finds: ``|step| <= ROOT_TOL * (1 + |root|)``.
+ROOT_TOL = 1e-12
+
+
+def solve_monotone(g, lo: Tensor, hi: Tensor, x0: Tensor, tol: float = ROOT_TOL,
+                   max_iter: int = 100) -> Tensor:
+    """Root of a non-decreasing ``g`` inside ``[lo, hi]``, elementwise and vectorised.
+
+    ``g(x)`` returns ``(value, derivative)``. Newton steps that leave the current bracket
+    (or divide by a zero derivative) are replaced by bisection, so the iteration always
+    converges; it stops when every step is below ``tol * (1 + |x|)``.
+
+    >>> g = lambda x: (x**3 - 2, 3 * x**2)
+    >>> lo, hi = torch.zeros(1, dtype=torch.float64), torch.full((1,), 2.0, dtype=torch.float64)
+    >>> root = solve_monotone(g, lo, hi, lo.clone())
+    >>> abs(root.item() - 2 ** (1 / 3)) < 1e-12
+    True
+    """
+    x = x0.clamp(lo, hi)
+    for i in range(max_iter):
+        value, slope = g(x)
+        lo = torch.where(value < 0, x, lo)
+        hi = torch.where(value > 0, x, hi)
+        newton = x - value / slope
+        # Inclusive: near the root a Newton iterate may round onto a bracket end, and
+        # bisecting from there would throw the converged x away.
+        inside = (newton >= lo) & (newton <= hi)
+        step = torch.where(inside, newton, 0.5 * (lo + hi)) - x
+        x = x + step
+        done = (step.abs() <= tol * (1 + x.abs())) | (value == 0)
+        if i % 4 == 3 and bool(done.all()):
+            break
+    return x
+
+
+class Planar(Bijection):
+    """Planar flow of ``length`` K layers ``z_k = z_{k-1} + û_k tanh(w_kᵀ z_{k-1} + b_k)``.
+
+    ``Planar(D)`` is one layer; ``Planar(D, length=K)`` is R&M's flow of length K (eq. 13)
+    with its parameters stacked as ``[K, D]``, so that the reparameterisation of all K
+    layers runs as one batched computation (same maps as K separate layers, fewer ops).
+
+    Parameters: own (``u``, ``w``: ``[K, D]``, ``b``: ``[K]``), or, with ``amortized=True``,
+    per sample from an encoder: ``params`` of shape ``[..., K * (2D + 1)]``, read as
+    ``[..., K, (u, w, b)]``.
+
+    ``inverse`` is numerical: per layer a Newton/bisection solve of a scalar equation to a
+    relative tolerance of 1e-12 in float64 (round trips agree to ~1e-10 in float64 and
+    ~1e-6 in float32).
+
+    >>> layer = Planar(2)
+    >>> z = torch.randn(3, 2)
+    >>> y, log_det = layer(z)
+    >>> z_back, log_det_inv = layer.inverse(y)
+    >>> torch.allclose(z_back, z, atol=1e-5), torch.allclose(log_det_inv, -log_det, atol=1e-5)
+    (True, True)
+    >>> amortized = Planar(2, length=4, amortized=True)
+    >>> params = torch.randn(3, amortized.param_dim)   # e.g. from an encoder
+    >>> amortized(z, params=params)[0].shape
+    torch.Size([3, 2])
+    """
+
+    def __init__(self, dim: int, length: int = 1, amortized: bool = False):
+        super().__init__()
+        self.dim, self.length, self.amortized = dim, length, amortized
+        if amortized:
+            self.param_dim = length * (2 * dim + 1)
+        else:
+            bound = 1 / math.sqrt(dim)
+            self.u = nn.Parameter(torch.empty(length, dim).uniform_(-bound, bound))
+            self.w = nn.Parameter(torch.empty(length, dim).uniform_(-bound, bound))
+            self.b = nn.Parameter(torch.zeros(length))
+
+    def _parameters_for(self, params: Tensor | None):
+        """Return ``(u_hat, w, b, sigma)``, shapes ``[..., K, D]`` and ``[..., K]``, with
+        ``sigma = softplus(wᵀu) = 1 + wᵀû``."""
+        if self.amortized:
+            params = self._check_params(params).unflatten(-1, (self.length, 2 * self.dim + 1))
+            u, w, b = params.split([self.dim, self.dim, 1], dim=-1)
+            b = b.squeeze(-1)
+        else:
+            if params is not None:
+                self._check_params(params)
+            u, w, b = self.u, self.w, self.b
+        finfo = torch.finfo(w.dtype)
+        wu, w2 = (w * u).sum(-1), (w * w).sum(-1)
+        # σ = 1 + m(wᵀu) > 0, floored at machine epsilon so that rounding cannot reach
+        # wᵀû = -1; w = 0 makes the layer a translation (1 + wᵀû = 1).
+        sigma = torch.where(w2 > finfo.tiny, F.softplus(wu).clamp_min(finfo.eps), 1.0)
+        w2 = w2.clamp_min(finfo.tiny)
+        sigma_m1 = sigma - 1
+        u_hat = torch.addcmul(u, ((sigma_m1 - wu) / w2).unsqueeze(-1), w)
+        # Second pass: for large |wᵀu| the first one cancels, leaving an error ~eps|wᵀu|
+        # along w; projecting again makes wᵀû = σ - 1 to working precision.
+        u_hat = torch.addcmul(u_hat, ((sigma_m1 - (w * u_hat).sum(-1)) / w2).unsqueeze(-1), w)
+        return u_hat, w, b, sigma
+
+    @staticmethod
+    def _preactivation(z: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        if w.dim() == 1 and z.dim() == 2:   # shared parameters: one fused matrix-vector product
+            return torch.addmv(b, z, w)
+        return (z * w).sum(-1) + b
+
+    def forward(self, z: Tensor, params: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check_x(z)
+        u_hat, w, b, sigma = self._parameters_for(params)
+        layers = zip(u_hat.unbind(-2), w.unbind(-2), b.unbind(-1), sigma.unbind(-1))
+        dets = []
+        for u_k, w_k, b_k, sigma_k in layers:
+            t = torch.tanh(self._preactivation(z, w_k, b_k))
+            z = torch.addcmul(z, t.unsqueeze(-1), u_k)
+            # 1 + ψᵀû = 1 + (1 - t²)(σ - 1) = σ + t²(1 - σ): positive, no cancellation
+            dets.append(torch.addcmul(sigma_k, t * t, sigma_k - 1, value=-1))
+        log_det = torch.log(dets[0]) if len(dets) == 1 else torch.log(torch.stack(dets)).sum(0)
+        return z, log_det
+
+    def inverse(self, y: Tensor, params: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._check_x(y)
+        u_hat, w, b, sigma = self._parameters_for(params)
+        layers = zip(u_hat.unbind(-2), w.unbind(-2), b.unbind(-1), sigma.unbind(-1))
+        log_det = 0
+        for u_k, w_k, b_k, sigma_k in reversed(list(layers)):
+            y, ld = self._invert_one(y, u_k, w_k, b_k, sigma_k)
+            log_det = log_det + ld
+        return y, log_det
+
+    def _invert_one(self, y, u_hat, w, b, sigma):
+        c = sigma - 1                                   # = wᵀû
+        wy = self._preactivation(y, w, torch.zeros_like(b))
+
+        def g(alpha, c=c.detach().double(), b=b.detach().double(), wy=wy.detach().double()):
+            t = torch.tanh(alpha + b)
+            return alpha + c * t - wy, 1 + c * (1 - t * t)
+
+        with torch.no_grad():
+            wy64 = wy.double()
+            radius = c.double().abs().expand_as(wy64)
+            alpha = solve_monotone(g, wy64 - radius, wy64 + radius, wy64.clone())
+        alpha = alpha.to(y.dtype)
+        # One Newton step with autograd on: exact to first order, so gradients are right.
+        t = torch.tanh(alpha + b)
+        alpha = alpha - (alpha + c * t - wy) / (1 + c * (1 - t * t))
+        t = torch.tanh(alpha + b)
+        z = y - t.unsqueeze(-1) * u_hat
+        return z, -torch.log(torch.addcmul(sigma, t * t, c, value=-1))

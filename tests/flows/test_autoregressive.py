@@ -1,0 +1,126 @@
+"""MADE, MAF and IAF: autoregressive structure through gradients, one-pass directions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import jacrev
+
+from nfcourse import flows as nf
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(1234)           # deterministic inputs: a test must not be flaky
+    yield
+    torch.set_default_dtype(old)
+
+
+def randomise(module, scale=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return module
+
+
+@pytest.mark.parametrize("dim,hidden,order", [
+    (5, (32, 32), None),
+    (5, (3,), None),                       # fewer hidden units than features
+    (6, (40, 40, 40), [3, 0, 5, 1, 4, 2]),  # a random order
+    (2, (16,), [1, 0]),
+])
+@pytest.mark.parametrize("context_dim", [0, 3])
+def test_made_is_autoregressive_through_gradients(dim, hidden, order, context_dim):
+    made = randomise(nf.MADE(dim, hidden, out_mult=2, context_dim=context_dim, order=order))
+    rank = torch.arange(dim) if order is None else torch.tensor(order)
+    allowed = rank[None, :] < rank[:, None]       # out_i may read x_j iff rank j < rank i
+    g = torch.Generator().manual_seed(dim)
+    x = torch.randn(dim, generator=g)
+    c = torch.randn(context_dim, generator=g) if context_dim else None
+    for block in range(2):
+        jac = jacrev(lambda v: made(v, c)[block])(x)
+        assert torch.equal(jac[~allowed], torch.zeros(int((~allowed).sum()))), "reads the future"
+        if min(hidden) >= dim:    # and the allowed connections exist (the check can fail)
+            assert (jac[allowed] != 0).float().mean() > 0.6
+    if context_dim and min(hidden) >= dim:   # with few units, ReLUs may all be off
+        jac_c = jacrev(lambda cc: made(x, cc)[0])(c)
+        assert (jac_c.abs().sum(-1) > 0).all(), "every output should see the context"
+
+
+@pytest.mark.parametrize("cls", [nf.MAF, nf.IAF])
+@pytest.mark.parametrize("order", [None, [2, 4, 0, 1, 3]])
+def test_jacobian_is_triangular_in_the_layer_order(cls, order):
+    layer = randomise(cls(5, hidden=(16, 16), order=order), scale=0.4)
+    rank = torch.arange(5) if order is None else torch.tensor(order)
+    perm = torch.argsort(rank)                  # features sorted by rank
+    x = torch.randn(5, generator=torch.Generator().manual_seed(1))
+    for fn in (lambda v: layer(v[None])[0][0], lambda v: layer.inverse(v[None])[0][0]):
+        jac = jacrev(fn)(x)[perm][:, perm]
+        torch.testing.assert_close(jac, jac.tril())
+        below = torch.ones(5, 5).tril(-1).bool()
+        assert (jac[below].abs() > 1e-6).float().mean() > 0.6      # really coupled
+
+
+def count_made_calls(layer):
+    calls = []
+    layer.made.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_maf_scores_in_one_pass_and_samples_in_d_passes():
+    layer = randomise(nf.MAF(4, hidden=(8,)))
+    calls = count_made_calls(layer)
+    y = torch.randn(3, 4)
+    x, _ = layer.inverse(y)
+    assert len(calls) == 1
+    calls.clear()
+    layer(x)
+    assert len(calls) == 4
+
+
+def test_iaf_samples_in_one_pass_and_inverts_in_d_passes():
+    layer = randomise(nf.IAF(4, hidden=(8,), context_dim=2))
+    calls = count_made_calls(layer)
+    z, h = torch.randn(3, 4), torch.randn(3, 2)
+    y, _ = layer(z, context=h)
+    assert len(calls) == 1
+    calls.clear()
+    layer.inverse(y, context=h)
+    assert len(calls) == 4
+
+
+def test_maf_density_direction_follows_the_equations():
+    """x = (y - mu(y)) exp(-s(y)), s = β tanh(s̃/β), computed from the MADE by hand."""
+    layer = randomise(nf.MAF(4, hidden=(8,), log_scale_bound=2.0))
+    y = torch.randn(6, 4)
+    s_scaled, mu = layer.made(y)                  # the MADE returns s̃/β (bound folded in)
+    s = 2.0 * torch.tanh(s_scaled)
+    x, log_det_inv = layer.inverse(y)
+    torch.testing.assert_close(x, (y - mu) * torch.exp(-s))
+    torch.testing.assert_close(log_det_inv, -s.sum(-1))
+
+
+def test_iaf_context_is_the_amortization():
+    layer = randomise(nf.IAF(3, hidden=(8,), context_dim=4))
+    z = torch.randn(5, 3)
+    y1, _ = layer(z, context=torch.randn(5, 4))
+    y2, _ = layer(z, context=torch.randn(5, 4))
+    assert not torch.allclose(y1, y2)
+
+
+def test_maf_and_inverse_iaf_shapes():
+    maf = nf.MAF(3, hidden=(8,), reverse=True)
+    assert maf.made.order.tolist() == [2, 1, 0]
+    iaf_like = nf.Inverse(maf)               # one-pass sampler, sequential inverse
+    calls = count_made_calls(maf)
+    randomise(maf)
+    iaf_like(torch.randn(2, 3))
+    assert len(calls) == 1
+
+
+def test_made_refuses_a_bad_order():
+    with pytest.raises(ValueError, match="permutation"):
+        nf.MADE(3, order=[0, 0, 1])

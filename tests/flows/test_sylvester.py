@@ -1,0 +1,122 @@
+"""Sylvester flows: orthogonality of Q, invertibility constraints, amortization."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import jacrev, vmap
+
+from nfcourse.flows import HouseholderSylvester, OrthogonalSylvester, TriangularSylvester
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(1234)           # deterministic inputs: a test must not be flaky
+    yield
+    torch.set_default_dtype(old)
+
+
+def randomise(layer, scale=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return layer
+
+
+@pytest.mark.parametrize("dim,m", [(5, 5), (6, 2), (40, 40)])
+def test_orthogonal_q_has_orthonormal_columns(dim, m):
+    layer = randomise(OrthogonalSylvester(dim, m=m), seed=dim)
+    q = layer.orthogonalize(layer.q)
+    torch.testing.assert_close(q.mT @ q, torch.eye(m), rtol=0, atol=1e-10)
+    # amortized: one Q per sample
+    amortized = OrthogonalSylvester(dim, m=m, amortized=True)
+    q_raw = torch.randn(4, dim * m)
+    qs = amortized.orthogonalize(q_raw)
+    torch.testing.assert_close(qs.mT @ qs, torch.eye(m).expand(4, m, m), rtol=0, atol=1e-10)
+
+
+def test_householder_q_is_orthogonal_and_q_t_is_its_transpose():
+    layer = randomise(HouseholderSylvester(5, n_reflections=3))
+    q_t, q = layer._q_maps(layer.q)
+    eye = torch.eye(5)
+    q_mat = q(eye).mT            # rows of eye are e_i; q(e_i) is column i
+    torch.testing.assert_close(q_mat @ q_mat.mT, eye)
+    torch.testing.assert_close(q_t(eye).mT, q_mat.mT)
+    assert (q_mat - eye).abs().max() > 0.1
+
+
+def test_triangular_q_is_the_identity_or_the_reversal():
+    z = torch.randn(3, 4)
+    for flip, expected in [(False, z), (True, z.flip(-1))]:
+        q_t, q = TriangularSylvester(4, flip=flip)._q_maps(None)
+        torch.testing.assert_close(q_t(z), expected)
+        torch.testing.assert_close(q(q_t(z)), z)
+
+
+def test_matches_the_paper_formula():
+    """f(z) = z + Q R tanh(R̃ Qᵀ z + b), log|det| = Σ log|1 + h' r_ii r̃_ii|, computed naively."""
+    layer = randomise(OrthogonalSylvester(5, m=3))
+    z = torch.randn(7, 5)
+    q = layer.orthogonalize(layer.q)
+    r = layer._upper(layer.r_strict, layer.r_diag)
+    r_t = layer._upper(layer.r_tilde_strict, layer.r_tilde_diag)
+    assert torch.equal(r, r.triu()) and torch.equal(r_t, r_t.triu())
+    pre = z @ q @ r_t.T + layer.b
+    expected = z + torch.tanh(pre) @ r.T @ q.T
+    log_det = torch.log((1 + (1 - torch.tanh(pre) ** 2) * r.diagonal() * r_t.diagonal()).abs()).sum(-1)
+    y, ld = layer(z)
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(ld, log_det)
+
+
+@pytest.mark.parametrize("make", [lambda: OrthogonalSylvester(4, m=3),
+                                  lambda: HouseholderSylvester(4, n_reflections=2),
+                                  lambda: TriangularSylvester(4, flip=True)])
+@pytest.mark.parametrize("diag", [-50.0, 50.0])
+def test_invertible_for_adversarial_diagonals(make, diag):
+    """r_ii r̃_ii > -1 for any raw diagonal: the Jacobian stays positive definite in sign."""
+    layer = randomise(make(), scale=3.0)
+    with torch.no_grad():
+        layer.r_diag.fill_(diag)
+        layer.r_tilde_diag.fill_(-diag)          # product of tanh's -> -1 from above
+    z = 0.01 * torch.randn(32, 4)                # pre-activations near 0: h' ~ 1
+    y, log_det = layer(z)
+    assert torch.isfinite(log_det).all()
+    jac = vmap(jacrev(lambda v: layer(v[None])[0][0]))(z)
+    sign, logabsdet = torch.linalg.slogdet(jac)
+    assert bool((sign > 0).all())
+    torch.testing.assert_close(log_det, logabsdet, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda a: OrthogonalSylvester(4, m=2, amortized=a),
+                                  lambda a: HouseholderSylvester(4, n_reflections=2, amortized=a),
+                                  lambda a: TriangularSylvester(4, flip=True, amortized=a)])
+def test_amortized_equals_own_parameters_per_sample(make):
+    own = randomise(make(False))
+    amortized = make(True)
+    names = ["r_strict", "r_diag", "r_tilde_strict", "r_tilde_diag", "b", "q"]
+    flat = torch.cat([getattr(own, n).flatten() for n in names if getattr(own, n) is not None])
+    assert flat.numel() == amortized.param_dim
+    z = torch.randn(5, 4)
+    y, ld = own(z)
+    y2, ld2 = amortized(z, params=flat.expand(5, -1))
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(ld2, ld)
+    # and different params per sample give different maps
+    params = torch.randn(5, amortized.param_dim)
+    y3, _ = amortized(z, params=params)
+    y4, _ = amortized(z[:1], params=params[1:2])
+    assert not torch.allclose(y3[:1], y4)
+
+
+def test_no_inverse_says_so():
+    with pytest.raises(NotImplementedError, match="no inverse"):
+        TriangularSylvester(3).inverse(torch.randn(2, 3))
+
+
+def test_orthogonal_m_must_fit():
+    with pytest.raises(ValueError, match="m <= dim"):
+        OrthogonalSylvester(3, m=4)
