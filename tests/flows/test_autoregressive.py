@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import flowcases
 import pytest
 import torch
 from torch.func import jacrev
 
 from nfcourse import flows as nf
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(1234)           # deterministic inputs: a test must not be flaky
-    yield
-    torch.set_default_dtype(old)
-
-
-def randomise(module, scale=0.5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return module
+pytestmark = pytest.mark.usefixtures("float64")
+randomise = partial(flowcases.randomise, scale=0.5)
 
 
 @pytest.mark.parametrize("dim,hidden,order", [

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from flowcases import CASES, Case
 from torch.func import jacrev, vmap
-
-sys.path.insert(0, str(Path(__file__).parent))   # the registry, whatever pytest's import mode
-from flowcases import CASES, Case  # noqa: E402
 
 ids = [case.name for case in CASES]
 INVERTIBLE = [case for case in CASES if case.invertible]

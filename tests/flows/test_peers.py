@@ -16,14 +16,7 @@ pyro_transforms = pytest.importorskip("pyro.distributions.transforms")
 from pyro.distributions.transforms.planar import ConditionedPlanar  # noqa: E402
 from pyro.distributions.transforms.radial import ConditionedRadial  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(1234)           # deterministic inputs: a test must not be flaky
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def pyro_call(t, x):

@@ -13,13 +13,7 @@ from torch.func import jacrev, vmap
 from nfcourse.flows import Planar, Radial
 from nfcourse.flows.planar import solve_monotone
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(1234)           # deterministic inputs: a test must not be flaky
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def planar_with(u, w, b=0.0):
