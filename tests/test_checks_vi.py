@@ -15,13 +15,7 @@ from nfcourse.curriculum import STUB_PREFIX
 from nfcourse.vi import bbvi, kl_fit, mixture, svi
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: threads only add overhead (and contention on a shared CI machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stub(*args, **kwargs):

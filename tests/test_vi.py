@@ -14,13 +14,7 @@ from nfcourse.vi import bbvi, estimators, kl_fit, mixture, svi
 SIGMA2 = 25.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: threads only add overhead (and contention on a shared CI machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gen(seed: int) -> torch.Generator:
