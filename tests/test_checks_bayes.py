@@ -27,11 +27,12 @@ def test_reference_passes_with_one_line(name, capsys):
 
 
 @pytest.mark.parametrize("name", CHECKS)
-def test_stub_passes_through_unchanged(name):
+def test_unfinished_stub_is_reported_not_raised(name, capsys):
     def stub(*args, **kwargs):
         raise NotImplementedError("Exercise not done yet: replace this line")
-    with pytest.raises(NotImplementedError, match="Exercise not done yet"):
-        getattr(check, name)(stub)
+    getattr(check, name)(stub)
+    out = capsys.readouterr().out
+    assert out.startswith("○ Exercise 1.") and "not attempted yet" in out, out
 
 
 @pytest.mark.parametrize("name", CHECKS)

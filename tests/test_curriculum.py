@@ -3,6 +3,7 @@ failing, when executed, only at exercise stubs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jupytext
@@ -12,6 +13,7 @@ from nbclient import NotebookClient
 from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
 
 from nfcourse import curriculum
+from nfcourse.checks.core import NOT_ATTEMPTED
 from nfcourse.curriculum import STUB_PREFIX, MarkerError, find_regions, student_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,19 +56,29 @@ def test_every_solution_has_exercises():
 
 @pytest.mark.parametrize("student", STUDENT, ids=lambda p: p.name)
 def test_student_notebook_fails_only_at_stubs(student: Path, tmp_path: Path):
+    """Executed as a student gets it, the notebook may stop only at an unfinished stub, and
+    every stub must be reached: by its self-check (which prints "not attempted yet" and
+    lets Run All go on) or by a cell that calls it."""
     notebook = jupytext.read(student)
     km = KernelManager(kernel_name=CURRENT_ENV_KERNEL_NAME,
                        kernel_spec_manager=NbvalKernelspecManager())
     client = NotebookClient(notebook, km=km, allow_errors=True, timeout=600,
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    errors = [(i, out) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
-              for out in cell.get("outputs", []) if out.output_type == "error"]
+    outputs = [(i, out) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+               for out in cell.get("outputs", [])]
+    errors = [(i, out) for i, out in outputs if out.output_type == "error"]
     wrong = [f"cell {i}: {out.ename}: {out.evalue}" for i, out in errors
              if out.ename != "NotImplementedError" or STUB_PREFIX not in out.evalue]
     assert not wrong, "student notebook fails outside an exercise stub:\n" + "\n".join(wrong)
-    stubs = student.read_text(encoding="utf-8").count("raise NotImplementedError(")
-    assert stubs == 0 or errors, "stubs exist but executing the notebook never reached one"
+    reached = " ".join(out.evalue for _, out in errors)
+    reached += " ".join(out.get("text", "") for _, out in outputs
+                        if out.output_type == "stream" and NOT_ATTEMPTED in out.get("text", ""))
+    text = student.read_text("utf-8")
+    stubs = re.findall(r"raise NotImplementedError\((['\"])(.*?)\1\)", text)
+    assert len(stubs) == text.count("raise NotImplementedError("), "a stub the regex misses"
+    unreached = [message for _, message in stubs if message not in reached]
+    assert not unreached, f"no cell reaches these stubs (add a self-check): {unreached}"
 
 
 # The builder itself ---------------------------------------------------------------

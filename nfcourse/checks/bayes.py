@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from nfcourse.checks.core import Exercise, SelfCheckError, matches
+from nfcourse.checks.core import Exercise, SelfCheckError, matches, self_check
 
 DTYPE = torch.float64
 LOG_2PI = math.log(2 * math.pi)
@@ -125,6 +125,7 @@ def _linear_cases() -> list[tuple[str, Tensor, Tensor, Tensor]]:
     return cases
 
 
+@self_check
 def log_density_linear(fn: Callable) -> None:
     """Check ``fn(x, A, b)``: log p(x) for x = A z + b, z ~ N(0, I), one value per row."""
     ex = EX_1_1
@@ -191,6 +192,7 @@ def _joint_by_loops(p_c: Tensor, p_s: Tensor, p_r: Tensor, p_w: Tensor) -> Tenso
     return joint
 
 
+@self_check
 def joint_table(fn: Callable) -> None:
     """Check ``fn(p_c, p_s_given_c, p_r_given_c, p_w_given_sr)`` -> joint ``[c, s, r, w]``."""
     ex = EX_1_2A
@@ -254,6 +256,7 @@ def _posterior_by_loops(joint: Tensor, query: int, evidence: dict[int, int]) -> 
     return out
 
 
+@self_check
 def posterior(fn: Callable) -> None:
     """Check ``fn(joint, query, evidence)`` -> p(query | evidence), shape ``[k_query]``."""
     ex = EX_1_2B
@@ -301,6 +304,7 @@ def _norm_logpdf(x: Tensor, mean: Any, var: Any) -> Tensor:
     return _t(scipy.stats.norm.logpdf(x.numpy(), loc=float(mean), scale=math.sqrt(var)))
 
 
+@self_check
 def log_likelihood(fn: Callable) -> None:
     """Check ``fn(mu, x, noise_var)`` -> log p(D; mu), a number."""
     ex = EX_1_3A
@@ -335,6 +339,7 @@ def log_likelihood(fn: Callable) -> None:
     ex.passed("matches scipy.stats.norm.logpdf summed over the data")
 
 
+@self_check
 def mle(fn: Callable) -> None:
     """Check ``fn(x)`` -> the maximum-likelihood estimate of the mean."""
     ex = EX_1_3B
@@ -365,6 +370,7 @@ def _gaussian_conditioning(x: Tensor, prior_var: float, noise_var: float
     return gain @ x, prior_var - gain @ cov_mu_x
 
 
+@self_check
 def posterior_params(fn: Callable) -> None:
     """Check ``fn(x, prior_var, noise_var)`` -> (posterior mean, posterior variance)."""
     ex = EX_1_3C
@@ -416,6 +422,7 @@ def posterior_params(fn: Callable) -> None:
     ex.passed("mean and variance match conditioning the joint Gaussian of (mu, x)")
 
 
+@self_check
 def map_estimate(fn: Callable) -> None:
     """Check ``fn(x, prior_var, noise_var)`` -> the mode of p(mu | D)."""
     ex = EX_1_3D
@@ -461,6 +468,7 @@ def _dirichlet(gen: torch.Generator, *shape: int) -> Tensor:
     return e / e.sum(-1, keepdim=True)
 
 
+@self_check
 def kl_categorical(fn: Callable) -> None:
     """Check ``fn(p, q)`` -> KL(p || q) along the last axis, one value per row."""
     ex = EX_1_4
@@ -493,6 +501,7 @@ def kl_categorical(fn: Callable) -> None:
     ex.passed("matches scipy.special.rel_entr, including zeros in p")
 
 
+@self_check
 def kl_diag_std_normal(fn: Callable) -> None:
     """Check ``fn(mu, log_var)`` -> KL(N(mu, diag exp(log_var)) || N(0, I)), shape [batch]."""
     ex = EX_1_5
@@ -548,6 +557,7 @@ def kl_diag_std_normal(fn: Callable) -> None:
 EX_1_6 = Exercise("1.6", "ELBO of the conjugate model")
 
 
+@self_check
 def elbo_conjugate(fn: Callable) -> None:
     """Check ``fn(m, s2, x, prior_var, noise_var)`` -> the ELBO of q(mu) = N(m, s2)."""
     ex = EX_1_6

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from nfcourse.checks.core import Exercise, matches
+from nfcourse.checks.core import Exercise, matches, self_check
 from nfcourse.vi import bbvi as _bbvi
 from nfcourse.vi import kl_fit as _kl
 from nfcourse.vi import mixture as _mix
@@ -49,6 +49,7 @@ def _mixture_inputs(n: int = 12, K: int = 3, D: int = 2, seed: int = 0):
 
 # Section 2 -------------------------------------------------------------------------------
 
+@self_check
 def reverse_kl_mc(fn) -> None:
     """Exercise 2.1: ``reverse_kl_mc(p, mean, log_std, n)``, a reparameterised Monte Carlo
     estimate of KL(Q‖P) for Q = N(mean, exp(log_std)²), differentiable in mean and log_std."""
@@ -103,6 +104,7 @@ def reverse_kl_mc(fn) -> None:
     ex.passed(f"estimate {value:.4f} vs quadrature {ref.item():.4f}; gradients flow")
 
 
+@self_check
 def expected_log_lik(fn) -> None:
     """Exercise 2.4: ``expected_log_lik(x, phi, m, s2)`` = E[log p(x_i | c_i, μ)] per point
     for the 1-D mixture (x [n], phi [n, K], m [K], s2 [K] → [n])."""
@@ -130,6 +132,7 @@ def expected_log_lik(fn) -> None:
     ex.passed("matches the closed form")
 
 
+@self_check
 def cavi_phi(fn) -> None:
     """Exercise 2.8a: ``update_phi(x, m, s2)``, the CAVI update of q(c_i)
     (x [n, D], m [K, D], s2 [K] → phi [n, K])."""
@@ -161,6 +164,7 @@ def cavi_phi(fn) -> None:
     ex.passed("φ matches the CAVI update in 1 and 2 dimensions; rows sum to one")
 
 
+@self_check
 def cavi_m_s2(fn) -> None:
     """Exercise 2.8b: ``update_m_s2(x, phi, sigma2)``, the CAVI update of q(μ_k)
     (x [n, D], phi [n, K] → m [K, D], s2 [K])."""
@@ -215,6 +219,7 @@ def _svi_mistakes(xb, n, m, s2, sigma2, rho):
     ]
 
 
+@self_check
 def svi_step(fn) -> None:
     """Exercise 3.1: ``svi_step(x_batch, n, m, s2, sigma2, rho)``, one natural-gradient step."""
     ex = Exercise("3.1", "natural-gradient SVI step")
@@ -234,6 +239,7 @@ def svi_step(fn) -> None:
     ex.passed("full batch with ρ = 1 is a CAVI sweep; the minibatch step matches")
 
 
+@self_check
 def normal_score(fn) -> None:
     """Exercise 3.2: ``normal_score(x, mu, sigma)`` = (∂/∂μ, ∂/∂σ) log N(x; μ, σ²)."""
     ex = Exercise("3.2", "score of a univariate Gaussian")
@@ -264,6 +270,7 @@ def normal_score(fn) -> None:
     ex.passed("both components match autograd")
 
 
+@self_check
 def score_function_terms(fn) -> None:
     """Exercise 3.5: ``score_function_terms(x, mu)``, the per-sample score-function estimate
     of ∂/∂μ E_{N(μ,1)}[X²] at samples x ~ N(μ, 1)."""
@@ -287,6 +294,7 @@ def score_function_terms(fn) -> None:
     ex.close(got, expected, "f(x)·score", hint=hint)
 
 
+@self_check
 def control_variate(fn) -> None:
     """Exercise 3.9a: ``control_variate(f, h, h_mean)`` → (estimate, a) with
     a = Cov(f, h)/Var(h) and estimate = mean(f − a(h − E[h]))."""
@@ -320,6 +328,7 @@ def control_variate(fn) -> None:
     ex.passed(f"a = {a_ref.item():.3f}; estimate {est_ref.item():.4f} (e − 1 = {math.e - 1:.4f})")
 
 
+@self_check
 def tail_given(fn) -> None:
     """Exercise 3.9b: ``tail_given(y, t, rate)`` = P(W > t − y) for W ~ Exp(rate), i.e.
     E[1{W + Y > t} | Y = y]: the conditional Monte Carlo estimator of a tail probability."""
@@ -341,6 +350,7 @@ def tail_given(fn) -> None:
     ex.passed("E[1{W + Y > t} | Y] = exp(−rate · max(t − Y, 0))")
 
 
+@self_check
 def rb_weight_mu(fn) -> None:
     """Exercise 3.11: ``rb_weight_mu(terms, c, K)``, the Rao-Blackwellized weight of the
     global factors q(μ_k), [S, K]: log p(μ_k) + Σ_i 1[c_i = k] log N(x_i; μ_k, I) − log q(μ_k)."""

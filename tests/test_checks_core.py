@@ -1,0 +1,57 @@
+"""The self-check machinery shared by every section."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nfcourse.checks.core import NOT_ATTEMPTED, Exercise, SelfCheckError, matches, self_check
+from nfcourse.curriculum import STUB_PREFIX
+
+EX = Exercise("9.9", "a demo")
+
+
+@self_check
+def check_double(fn):
+    EX.close(EX.call(fn, torch.tensor(2.0)), torch.tensor(4.0), "double(2)",
+             hint="multiply by two")
+    EX.passed("double(2) == 4")
+
+
+def test_right_answer_prints_one_tick(capsys):
+    check_double(lambda x: 2 * x)
+    assert capsys.readouterr().out == "✔ Exercise 9.9 (a demo): double(2) == 4\n"
+
+
+def test_wrong_answer_raises_with_expected_got_and_hint():
+    with pytest.raises(SelfCheckError) as info:
+        check_double(lambda x: 3 * x)
+    message = str(info.value)
+    assert "expected: 4" in message and "got:      6" in message
+    assert "hint: multiply by two" in message
+
+
+def test_unfinished_stub_prints_instead_of_stopping_the_notebook(capsys):
+    def stub(x):
+        raise NotImplementedError(f"{STUB_PREFIX}: replace this line (hint: two)")
+    assert check_double(stub) is None
+    out = capsys.readouterr().out
+    assert out.startswith(f"○ Exercise 9.9 (a demo): {NOT_ATTEMPTED}.") and "hint: two" in out
+
+
+def test_other_not_implemented_errors_are_not_hidden():
+    def half_done(x):
+        raise NotImplementedError("the student's own placeholder")
+    with pytest.raises(NotImplementedError, match="own placeholder"):
+        check_double(half_done)
+
+
+def test_a_crash_names_the_error_and_the_inputs():
+    with pytest.raises(SelfCheckError, match=r"raised ZeroDivisionError.*\n.*tensor\[\]"):
+        check_double(lambda x: 1 / 0)
+
+
+def test_matches_needs_equal_shapes_and_values():
+    assert matches(torch.ones(3), torch.ones(3))
+    assert not matches(torch.ones(3), torch.ones(1, 3))
+    assert not matches(torch.ones(3), torch.ones(3) + 1e-3)
