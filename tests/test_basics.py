@@ -39,17 +39,26 @@ def test_tests_run_in_fast_mode():
     assert nfcourse.FAST, "conftest.py should set NFCOURSE_FAST=1 for the test suite"
 
 
-def test_device_choice(monkeypatch):
+def test_device_choice_prefers_cuda_then_mps_then_cpu(monkeypatch):
     monkeypatch.delenv("NFCOURSE_DEVICE", raising=False)
-    expected = "cuda" if torch.cuda.is_available() else None
-    assert get_device().type == (expected or get_device().type)
-    assert get_device("cpu") == torch.device("cpu")
+    mps = getattr(torch.backends, "mps", None)
+    for cuda, has_mps, expected in [(True, True, "cuda"), (False, True, "mps"),
+                                    (False, False, "cpu")]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        if mps is not None:
+            monkeypatch.setattr(mps, "is_available", lambda has_mps=has_mps: has_mps)
+        elif has_mps:
+            continue
+        assert get_device().type == expected
+
+
+def test_device_override(monkeypatch):
     monkeypatch.setenv("NFCOURSE_DEVICE", "cpu")
     assert get_device() == torch.device("cpu")
-    if not torch.cuda.is_available():
-        assert get_device().type == "cpu" or get_device().type == "mps"
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
-            get_device("cuda")
+    assert get_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        get_device("cuda")
 
 
 def test_seed_everything_reproduces_torch_and_numpy():
