@@ -124,8 +124,9 @@ reference = MultivariateNormal(b, covariance_matrix=A @ A.T).log_prob(x)
 assert torch.allclose(bayes.log_density_linear(x, A, b), reference, rtol=0, atol=1e-10)
 
 # %% [markdown]
-# A density must integrate to one. On a 2-D grid it does, and without the $-\log\lvert\det A\rvert$
-# term it would integrate to $\lvert\det A\rvert$ instead: the missing log-determinant is not a
+# A density must integrate to one. On a 2-D grid it does. Without the $-\log\lvert\det A\rvert$
+# term, that is, evaluating the standard normal density at $z = A^{-1}(x - b)$ and stopping
+# there, it integrates to $\lvert\det A\rvert$ instead: the missing log-determinant is not a
 # small error.
 
 # %%
@@ -143,7 +144,10 @@ def integrate_2d(values):
 
 abs_det = torch.linalg.det(A2).abs().item()
 assert abs(integrate_2d(log_p.exp()) - 1) < 1e-6
-assert abs(integrate_2d((log_p + math.log(abs_det)).exp()) - abs_det) < 1e-6
+# The tempting mistake, computed on its own: N(z; 0, I) at z = A^-1 (x - b), no log-det term.
+z_grid = torch.linalg.solve(A2, (points - b2).T).T
+no_log_det = Normal(0.0, 1.0).log_prob(z_grid).sum(-1).exp().reshape(gx.shape)
+assert abs(integrate_2d(no_log_det) - abs_det) < 1e-6
 
 z = torch.randn(2000, 2)
 samples = z @ A2.T + b2

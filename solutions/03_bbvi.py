@@ -95,7 +95,7 @@ SIGMA2 = 25.0                             # prior variance of the component mean
 # %%
 def svi_step(x_batch, n, m, s2, sigma2, rho):
     """One natural-gradient SVI step on a minibatch; returns (m, s2)."""
-    ### BEGIN SOLUTION local step; lambda_hat = ((n/b) sum phi x, 1/sigma2 + (n/b) sum phi); blend
+    ### BEGIN SOLUTION local step first; then work in natural parameters, converting back at the end
     phi = mixture.update_phi(x_batch, m, s2)
     scale = n / x_batch.shape[0]
     lam_hat1, lam_hat2 = scale * phi.T @ x_batch, 1.0 / sigma2 + scale * phi.sum(0)
@@ -118,9 +118,7 @@ check.svi_step(svi_step)
 # %%
 sim = mixture.simulate(N_SVI, K=5, D=2, sigma2=SIGMA2, generator=torch.Generator().manual_seed(6))
 x = sim.x
-runs = [mixture.cavi(x, 5, SIGMA2, *mixture.init_params(x, 5, torch.Generator().manual_seed(r)))
-        for r in range(3)]
-best = max(runs, key=lambda r: r.elbo[-1])
+best = mixture.cavi_restarts(x, 5, SIGMA2, 3, torch.Generator().manual_seed(0))
 m0, s20 = best.m_history[0], torch.ones(5)
 elbo_star = best.elbo[-1]
 
@@ -598,7 +596,7 @@ assert var_naive > var_given_z > var_given_u
 # %%
 def control_variate(f, h, h_mean):
     """(estimate, a): the average of f - a (h - h_mean) with a = Cov(f, h) / Var(h)."""
-    ### BEGIN SOLUTION a = Cov(f, h) / Var(h); subtract a (h - h_mean) from f, then average
+    ### BEGIN SOLUTION sample moments give a; the known mean, not the sample one, centres the control
     fc, hc = f - f.mean(), h - h.mean()
     a = (fc * hc).sum() / (hc * hc).sum()
     return (f - a * (h - h_mean)).mean(), a
@@ -705,9 +703,7 @@ plt.show()
 sim_b = mixture.simulate(N_BBVI, K=3, D=1, sigma2=SIGMA2,
                          generator=torch.Generator().manual_seed(6))
 xb = sim_b.x
-cavi_b = max((mixture.cavi(xb, 3, SIGMA2,
-                           *mixture.init_params(xb, 3, torch.Generator().manual_seed(r)))
-              for r in range(3)), key=lambda r: r.elbo[-1])
+cavi_b = mixture.cavi_restarts(xb, 3, SIGMA2, 3, torch.Generator().manual_seed(0))
 m_init, s2_init = cavi_b.m_history[0], torch.ones(3)
 # Measure at a point along the way: the start, with phi half-way to its first CAVI update.
 lam_test = (m_init, torch.log(s2_init),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import scipy.integrate
 import torch
 from torch.distributions import Normal
 
@@ -272,11 +273,60 @@ def test_rb_weight_mistakes(mistake, phrase):
     _fails_with(check.rb_weight_mu, mistake, phrase)
 
 
+@pytest.mark.parametrize("check_fn, answer", REFERENCES, ids=IDS)
+def test_a_check_leaves_the_notebook_random_state_alone(check_fn, answer):
+    """The notebook's global RNG is the same before and after a check, even for the one
+    that seeds it to make the student's sampling reproducible (reverse_kl_mc)."""
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    check_fn(answer)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_checks_compare_with_the_reference_implementation():
-    """Guard against the checks drifting from nfcourse.vi: the references agree."""
-    x, m, s2 = torch.randn(5, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64), \
-        torch.rand(3, dtype=torch.float64) + 0.1
+    """Guard against the checks drifting from nfcourse.vi: the student-style answers above,
+    the reference code the checks compare with, and an independent computation agree."""
+    g = torch.Generator().manual_seed(0)
+    x, m, s2 = (torch.randn(5, 2, generator=g, dtype=torch.float64),
+                torch.randn(3, 2, generator=g, dtype=torch.float64),
+                torch.rand(3, generator=g, dtype=torch.float64) + 0.1)
+    phi = torch.softmax(torch.randn(5, 3, generator=g, dtype=torch.float64), -1)
     assert torch.allclose(update_phi(x, m, s2), mixture.update_phi(x, m, s2))
+    assert all(torch.allclose(a, b) for a, b in zip(update_m_s2(x, phi, 4.0),
+                                                    mixture.update_m_s2(x, phi, 4.0)))
     assert all(torch.allclose(a, b) for a, b in zip(svi_step(x, 9, m, s2, 4.0, 0.4),
                                                     svi.svi_step(x, 9, m, s2, 4.0, 0.4)))
-    assert kl_fit.reverse_kl is not None and bbvi.local_weights is not None
+    assert torch.allclose(expected_log_lik(x[:, 0], phi, m[:, 0], s2),
+                          mixture.expected_log_lik(x[:, :1], phi, m[:, :1], s2))
+
+    # KL(Q || P) by quadrature (what reverse_kl_mc is checked against) vs scipy's adaptive
+    # quadrature of q log(q / p), and vs the student-style Monte Carlo answer
+    p = kl_fit.bimodal(loc=3.0, scale=0.8)
+    mean, log_std = torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.4, dtype=torch.float64)
+    q = Normal(mean, log_std.exp())
+
+    def integrand(v):
+        t = torch.tensor(v, dtype=torch.float64)
+        return float(q.log_prob(t).exp() * (q.log_prob(t) - p.log_prob(t)))
+
+    independent = scipy.integrate.quad(integrand, -30, 30, points=[-3, 0, 1, 3], limit=200)[0]
+    assert abs(kl_fit.reverse_kl(p, mean, log_std).item() - independent) < 1e-6
+    torch.manual_seed(3)
+    assert abs(reverse_kl_mc(p, mean, log_std, 400_000).item() - independent) < 0.01
+
+    # the Rao-Blackwellized weights: bbvi.local_weights, the student-style answer, and a loop
+    m1 = torch.randn(3, 1, generator=g, dtype=torch.float64)
+    log_s2 = torch.zeros(3, dtype=torch.float64)
+    logits = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    x1 = 3 * torch.randn(6, 1, generator=g, dtype=torch.float64)
+    mu, c = bbvi.sample_q(m1, log_s2, logits, 4, g)
+    terms = bbvi.log_terms(x1, mu, c, m1, log_s2, logits, 25.0)
+    w_mu, _ = bbvi.local_weights(terms, c, 3)
+    loop = torch.empty(4, 3, dtype=torch.float64)
+    for s_ in range(4):
+        for k in range(3):
+            mu_k = mu[s_, k, 0]
+            mine = [Normal(mu_k, 1.0).log_prob(x1[i, 0]) for i in range(6) if c[s_, i] == k]
+            loop[s_, k] = (Normal(0.0, 5.0).log_prob(mu_k) + sum(mine, torch.tensor(0.0))
+                           - Normal(m1[k, 0], log_s2[k].exp().sqrt()).log_prob(mu_k))
+    assert torch.allclose(w_mu, loop) and torch.allclose(rb_weight_mu(terms, c, 3), loop)

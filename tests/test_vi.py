@@ -112,8 +112,7 @@ def test_cavi_records_its_history_and_terminates_on_relative_change(data_2d):
 
 def test_cavi_recovers_the_truth_on_separated_clusters():
     sim = mixture.simulate(2000, K=5, D=2, sigma2=SIGMA2, generator=_gen(6))
-    res = max((mixture.cavi(sim.x, 5, SIGMA2, generator=_gen(r)) for r in range(3)),
-              key=lambda r: r.elbo[-1])
+    res = mixture.cavi_restarts(sim.x, 5, SIGMA2, 3, _gen(0))
     perm = mixture.match_components(sim.mu, res.m)
     assert torch.allclose(res.m[perm], sim.mu, atol=0.15)
 
@@ -127,6 +126,47 @@ def test_gradient_ascent_reaches_the_cavi_optimum():
     assert a.converged
     assert abs(a.elbo[-1] - c.elbo[-1]) < 1e-5 * abs(c.elbo[-1])
     assert torch.allclose(a.m[perm], c.m, atol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_init_params_kmeans_pp_copes_with_duplicate_points(dtype):
+    """All distances zero (every distinct point already picked): the next pick is uniform,
+    not a multinomial over zeros (which raises), in float32 as in float64."""
+    same = torch.full((6, 2), 3.0, dtype=dtype)
+    m, s2 = mixture.init_params(same, 3, _gen(0))
+    assert torch.equal(m, same[:3]) and m.dtype == dtype and s2.dtype == dtype
+    two = torch.cat([torch.zeros(5, 1, dtype=dtype), torch.full((5, 1), 5.0, dtype=dtype)])
+    for seed in range(5):
+        m, _ = mixture.init_params(two, 4, _gen(seed))
+        assert sorted(set(m[:, 0].tolist())) == [0.0, 5.0]   # both clusters, then duplicates
+
+
+def test_cavi_restarts_returns_the_best_of_independent_runs():
+    sim = mixture.simulate(150, K=4, D=2, sigma2=SIGMA2, generator=_gen(2))
+    best = mixture.cavi_restarts(sim.x, 4, SIGMA2, 4, _gen(5), method="random", tol=1e-8)
+    # the same runs by hand: starts drawn in turn from one generator
+    g = _gen(5)
+    finals = [mixture.cavi(sim.x, 4, SIGMA2, *mixture.init_params(sim.x, 4, g, "random"),
+                           tol=1e-8).elbo[-1] for _ in range(4)]
+    assert best.restart_elbos == finals
+    assert best.elbo[-1] == max(finals) and best.converged
+    assert len(set(round(e, 6) for e in finals)) > 1, "the restarts should differ"
+    with pytest.raises(ValueError, match="n_restarts"):
+        mixture.cavi_restarts(sim.x, 4, SIGMA2, 0)
+
+
+def test_global_terms_are_the_elbo_terms_in_q_mu():
+    x, phi, m, s2 = _random_params(n=10, K=3, D=2, seed=4)
+    terms = mixture.elbo_terms(x, phi, m, s2, SIGMA2)
+    log_p_mu, entropy_mu = mixture.global_terms(m, s2, SIGMA2)
+    # independently, with torch.distributions: E_q[log p(mu_k)] per coordinate is
+    # log N(m; 0, sigma^2) - s^2 / (2 sigma^2), and the entropy is Normal's
+    prior = Normal(0.0, math.sqrt(SIGMA2))
+    expected_prior = (prior.log_prob(m) - s2[:, None] / (2 * SIGMA2)).sum()
+    expected_entropy = Normal(m, s2.sqrt()[:, None]).entropy().sum()
+    assert torch.isclose(log_p_mu, expected_prior) and torch.isclose(terms["log_p_mu"], log_p_mu)
+    assert torch.isclose(entropy_mu, expected_entropy)
+    assert torch.isclose(terms["entropy_mu"], entropy_mu)
 
 
 def test_init_params_kmeans_pp_spreads_and_random_picks_data_points():
@@ -309,6 +349,24 @@ def test_bbvi_gradient_estimators_are_unbiased(bbvi_point, rb, cv):
         block = torch.stack([e[j] for e in est])
         z = (block.mean(0) - ex) / (block.std(0) / math.sqrt(reps))
         assert z.abs().max() < 4.5, f"block {j}: largest |z| {z.abs().max():.2f}"  # ~130 components
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_control_variates_with_one_sample_fall_back_to_none(dtype):
+    """S = 1 leaves no other samples to fit a on: a = 0, and the estimate is finite and equal
+    to the one without control variates (in float32 a floor of 1e-300 would round to 0 and
+    give 0/0)."""
+    sim = mixture.simulate(20, K=2, D=1, sigma2=SIGMA2, generator=_gen(0), dtype=dtype)
+    m, s2 = mixture.init_params(sim.x, 2, _gen(0))
+    lam = (m, torch.log(s2), torch.zeros(20, 2, dtype=dtype))
+    with_cv = bbvi.bbvi_gradient(sim.x, *lam, SIGMA2, 1, True, True, _gen(1))
+    without = bbvi.bbvi_gradient(sim.x, *lam, SIGMA2, 1, True, False, _gen(1))
+    for a, b in zip(with_cv, without):
+        assert a.dtype == dtype and torch.isfinite(a).all() and torch.equal(a, b)
+    f, h = torch.ones(1, 3, 2, dtype=dtype), torch.ones(1, 3, 2, dtype=dtype)
+    assert torch.equal(bbvi._cv_coefficients(f, h), torch.zeros(1, 3, 1, dtype=dtype))
+    two = bbvi.bbvi_gradient(sim.x, *lam, SIGMA2, 2, True, True, _gen(1))
+    assert all(torch.isfinite(g).all() for g in two)
 
 
 def test_rao_blackwellization_and_control_variates_reduce_bbvi_variance(bbvi_point):

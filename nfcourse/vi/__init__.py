@@ -16,8 +16,9 @@ from nfcourse.vi.bbvi import bbvi_gradient, exact_gradient
 from nfcourse.vi.estimators import (control_variate, cv_coefficient, normal_score,
                                     reparam_samples, score_function_samples, variance_reduction)
 from nfcourse.vi.kl_fit import bimodal, fit_gaussian, forward_kl, reverse_kl, reverse_kl_mc
-from nfcourse.vi.mixture import (cavi, cavi_step, elbo, elbo_ascent, expected_log_lik,
-                                 init_params, match_components, simulate, update_m_s2, update_phi)
+from nfcourse.vi.mixture import (cavi, cavi_restarts, cavi_step, elbo, elbo_ascent,
+                                 expected_log_lik, init_params, match_components, simulate,
+                                 update_m_s2, update_phi)
 from nfcourse.vi.svi import global_elbo, robbins_monro, sgd, svi_step
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "control_variate", "cv_coefficient", "normal_score", "reparam_samples",
     "score_function_samples", "variance_reduction",
     "bimodal", "fit_gaussian", "forward_kl", "reverse_kl", "reverse_kl_mc",
-    "cavi", "cavi_step", "elbo", "elbo_ascent", "expected_log_lik", "init_params",
-    "match_components", "simulate", "update_m_s2", "update_phi",
+    "cavi", "cavi_restarts", "cavi_step", "elbo", "elbo_ascent", "expected_log_lik",
+    "init_params", "match_components", "simulate", "update_m_s2", "update_phi",
     "global_elbo", "robbins_monro", "sgd", "svi_step",
 ]

@@ -126,9 +126,17 @@ def _cv_coefficients(f: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
     Since E[h] = 0, Cov(f, h) = E[f h]; sample s gets a_j fitted on the other S − 1 samples,
     which are independent of it, so the control-variate estimator stays exactly unbiased.
+    With S = 1 there are no other samples: a = 0, no control variate (the floor is the
+    dtype's smallest normal number, so that 0 / floor = 0 in float32 too).
+
+    >>> f = torch.tensor([[[2.0]], [[4.0]]]); h = torch.tensor([[[1.0]], [[2.0]]])
+    >>> _cv_coefficients(f, h).flatten()  # a for sample 0 from sample 1: 8/4; and 2/1
+    tensor([2., 2.])
+    >>> _cv_coefficients(f[:1], h[:1]).flatten()
+    tensor([0.])
     """
     fh, hh = (f * h).sum(-1), (h * h).sum(-1)                  # [S, J]
-    a = (fh.sum(0) - fh) / (hh.sum(0) - hh).clamp_min(1e-300)
+    a = (fh.sum(0) - fh) / (hh.sum(0) - hh).clamp_min(torch.finfo(hh.dtype).tiny)
     return a.unsqueeze(-1)
 
 

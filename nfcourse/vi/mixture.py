@@ -44,9 +44,9 @@ import torch
 from nfcourse.utils import progress
 
 __all__ = [
-    "Simulation", "simulate", "expected_log_lik", "elbo", "elbo_terms", "update_phi",
-    "update_m_s2", "cavi_step", "init_params", "CaviResult", "cavi", "elbo_ascent",
-    "match_components", "relative_change",
+    "Simulation", "simulate", "expected_log_lik", "global_terms", "elbo", "elbo_terms",
+    "update_phi", "update_m_s2", "cavi_step", "init_params", "CaviResult", "cavi",
+    "cavi_restarts", "elbo_ascent", "match_components", "relative_change",
 ]
 
 
@@ -100,18 +100,31 @@ def expected_log_lik(x: torch.Tensor, phi: torch.Tensor, m: torch.Tensor,
     return -0.5 * (D * math.log(2 * math.pi) + (phi * sq).sum(-1))
 
 
+def global_terms(m: torch.Tensor, s2: torch.Tensor,
+                 sigma2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ELBO's terms in q(μ) alone: Σ_k E[log p(μ_k)] and Σ_k −E[log q(μ_k)].
+
+    >>> log_p_mu, entropy_mu = global_terms(torch.zeros(1, 1), torch.ones(1), sigma2=1.0)
+    >>> round(float(log_p_mu), 4), round(float(entropy_mu), 4)  # −½ log 2π − ½, ½ log 2πe
+    (-1.4189, 1.4189)
+    """
+    m = _as_2d(m)
+    D = m.shape[-1]
+    log_p_mu = (-0.5 * D * math.log(2 * math.pi * sigma2)
+                - _expected_sq_norm(m, s2) / (2 * sigma2)).sum()
+    entropy_mu = (0.5 * D * (torch.log(2 * math.pi * s2) + 1)).sum()
+    return log_p_mu, entropy_mu
+
+
 def elbo_terms(x: torch.Tensor, phi: torch.Tensor, m: torch.Tensor, s2: torch.Tensor,
                sigma2: float) -> dict[str, torch.Tensor]:
     """The five sums that make up the ELBO, by name (see the module docstring)."""
     x, m = _as_2d(x), _as_2d(m)
-    n, D = x.shape
-    K = m.shape[0]
-    e_sq = _expected_sq_norm(m, s2)
-    log_p_mu = (-0.5 * D * math.log(2 * math.pi * sigma2) - e_sq / (2 * sigma2)).sum()
+    n, K = x.shape[0], m.shape[0]
+    log_p_mu, entropy_mu = global_terms(m, s2, sigma2)
     log_p_c = x.new_tensor(-n * math.log(K))
     log_p_x = expected_log_lik(x, phi, m, s2).sum()
     entropy_c = -torch.special.xlogy(phi, phi).sum()
-    entropy_mu = (0.5 * D * (torch.log(2 * math.pi * s2) + 1)).sum()
     return {"log_p_mu": log_p_mu, "log_p_c": log_p_c, "log_p_x": log_p_x,
             "entropy_c": entropy_c, "entropy_mu": entropy_mu}
 
@@ -173,6 +186,9 @@ def init_params(x: torch.Tensor, K: int, generator: torch.Generator | None = Non
     point already picked, which spreads the starts over the clusters and makes CAVI's poor
     local optima (one component covering two clusters) much rarer.
 
+    Once every distinct point has been picked (duplicates, or K larger than the number of
+    distinct points) all distances are zero and the next pick is uniform.
+
     >>> x = torch.tensor([[0.0], [0.1], [10.0], [10.1]])
     >>> m, s2 = init_params(x, 2, torch.Generator().manual_seed(0))
     >>> bool((m[0] - m[1]).abs() > 5), s2
@@ -186,7 +202,8 @@ def init_params(x: torch.Tensor, K: int, generator: torch.Generator | None = Non
         idx = [int(torch.randint(n, (1,), generator=generator))]
         d2 = ((x - x[idx[0]]) ** 2).sum(-1).cpu()
         for _ in range(1, K):
-            idx.append(int(torch.multinomial(d2 + 1e-300, 1, generator=generator)))
+            weights = d2 if bool(d2.sum() > 0) else torch.ones_like(d2)
+            idx.append(int(torch.multinomial(weights, 1, generator=generator)))
             d2 = torch.minimum(d2, ((x - x[idx[-1]]) ** 2).sum(-1).cpu())
     else:
         raise ValueError(f"method={method!r}: use 'kmeans++' or 'random'")
@@ -211,6 +228,7 @@ class CaviResult:
     iterations: int = 0
     converged: bool = False
     seconds: float = 0.0
+    restart_elbos: list[float] = field(default_factory=list)  # final ELBO of each restart
 
 
 def cavi(x: torch.Tensor, K: int, sigma2: float, m: torch.Tensor | None = None,
@@ -243,6 +261,30 @@ def cavi(x: torch.Tensor, K: int, sigma2: float, m: torch.Tensor | None = None,
     result.phi, result.m, result.s2 = phi, m, s2
     result.seconds = time.perf_counter() - start
     return result
+
+
+def cavi_restarts(x: torch.Tensor, K: int, sigma2: float, n_restarts: int,
+                  generator: torch.Generator | None = None, method: str = "kmeans++",
+                  **kwargs) -> CaviResult:
+    """The best of ``n_restarts`` CAVI runs, by final ELBO (the ELBO has local optima).
+
+    Each run starts from :func:`init_params` (``method``), drawn in turn from ``generator``;
+    extra keyword arguments go to :func:`cavi`. The result is the best run, with the final
+    ELBO of every run in ``restart_elbos`` (in the order they ran).
+
+    >>> sim = simulate(200, K=3, generator=torch.Generator().manual_seed(1))
+    >>> best = cavi_restarts(sim.x, 3, 25.0, 4, torch.Generator().manual_seed(0))
+    >>> len(best.restart_elbos), best.elbo[-1] == max(best.restart_elbos)
+    (4, True)
+    """
+    if n_restarts < 1:
+        raise ValueError(f"n_restarts={n_restarts}: need at least one run")
+    x = _as_2d(x)
+    runs = [cavi(x, K, sigma2, *init_params(x, K, generator, method), **kwargs)
+            for _ in range(n_restarts)]
+    best = max(runs, key=lambda r: r.elbo[-1])
+    best.restart_elbos = [r.elbo[-1] for r in runs]
+    return best
 
 
 def elbo_ascent(x: torch.Tensor, K: int, sigma2: float, m: torch.Tensor, s2: torch.Tensor,

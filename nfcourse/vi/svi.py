@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nfcourse.utils import progress
-from nfcourse.vi.mixture import _as_2d, _expected_sq_norm, update_phi
+from nfcourse.vi.mixture import _as_2d, _expected_sq_norm, global_terms, update_phi
 
 __all__ = ["to_natural", "from_natural", "robbins_monro", "svi_step", "global_elbo",
            "SviResult", "svi", "sgd"]
@@ -98,12 +98,10 @@ def global_elbo(x: torch.Tensor, m: torch.Tensor, s2: torch.Tensor, sigma2: floa
     """
     x, m = _as_2d(x), _as_2d(m)
     D, K = x.shape[-1], m.shape[0]
-    e_sq = _expected_sq_norm(m, s2)
-    prior = (-0.5 * D * math.log(2 * math.pi * sigma2) - e_sq / (2 * sigma2)).sum()
-    entropy_mu = (0.5 * D * (torch.log(2 * math.pi * s2) + 1)).sum()
-    local = (torch.logsumexp(x @ m.T - 0.5 * e_sq, dim=-1)
+    log_p_mu, entropy_mu = global_terms(m, s2, sigma2)
+    local = (torch.logsumexp(x @ m.T - 0.5 * _expected_sq_norm(m, s2), dim=-1)
              - math.log(K) - 0.5 * D * math.log(2 * math.pi) - 0.5 * (x ** 2).sum(-1))
-    return prior + entropy_mu + scale * local.sum()
+    return log_p_mu + entropy_mu + scale * local.sum()
 
 
 @dataclass
