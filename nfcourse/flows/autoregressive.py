@@ -18,7 +18,9 @@ that precede :math:`i` (and a context :math:`c`). They differ in *which side* th
   needs; ``inverse`` is sequential, :math:`D` passes.
 
 The Jacobian is triangular in the MADE's order, hence the log-det. The log-scale is
-bounded, :math:`s = \beta \tanh(\tilde s / \beta)`. (Kingma et al. use the gated form
+bounded, :math:`s = \beta \tanh(\tilde s / \beta)` with :math:`\tilde s` the MADE's raw
+output (:func:`~nfcourse.flows.coupling.soft_bound`, as in the coupling layers; β stays a
+Python float, so the formula holds to rounding in float64 too). (Kingma et al. use the gated form
 :math:`y = \sigma x + (1 - \sigma)\mu`, :math:`\sigma = \text{sigmoid}(\tilde s)`; it is the
 same affine family with :math:`s \le 0`.) ``reverse=True`` reverses the order, so
 stacking layers that alternate it needs no permutation layers.
@@ -34,6 +36,7 @@ import torch
 from torch import Tensor
 
 from nfcourse.flows.base import Bijection
+from nfcourse.flows.coupling import soft_bound
 from nfcourse.flows.made import MADE
 
 __all__ = ["AffineAutoregressive", "MAF", "IAF"]
@@ -55,22 +58,21 @@ class AffineAutoregressive(Bijection):
         self.dim, self.context_dim, self.log_scale_bound = dim, context_dim, log_scale_bound
         if order is None:
             order = torch.arange(dim).flip(0) if reverse else torch.arange(dim)
-        # The MADE returns s̃/β and μ: the 1/β of the bound is folded into its last layer.
         self.made = MADE(dim, hidden, out_mult=2, context_dim=context_dim, order=order,
-                         zero_last=True, out_scale=(1.0 / log_scale_bound, 1.0))
+                         zero_last=True)
 
     def _scale_shift(self, v: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        s_over_beta, mu = self.made(v, context)
-        return torch.tanh(s_over_beta) * self.log_scale_bound, mu   # s = β tanh(s̃/β)
+        s_raw, mu = self.made(v, context)
+        return soft_bound(s_raw, self.log_scale_bound), mu        # s = β tanh(s̃/β)
 
     def _one_pass(self, x: Tensor, context: Tensor | None, direction: str):
         """x -> y (reads input) or y -> x (reads output): one MADE evaluation."""
-        s_over_beta, mu = self.made(x, context)
+        s_raw, mu = self.made(x, context)
         if direction == "forward":      # y = x e^s + mu, MADE(x)
-            s = torch.tanh(s_over_beta) * self.log_scale_bound
+            s = soft_bound(s_raw, self.log_scale_bound)
             return torch.addcmul(mu, x, torch.exp(s)), s.sum(-1)
         # x = (y - mu) e^{-s}, MADE(y); the sign folded into the bound saves an op
-        neg_s = torch.tanh(s_over_beta) * -self.log_scale_bound
+        neg_s = soft_bound(s_raw, -self.log_scale_bound)
         return (x - mu) * torch.exp(neg_s), neg_s.sum(-1)
 
     def _sequential(self, v: Tensor, context: Tensor | None, direction: str):

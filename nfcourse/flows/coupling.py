@@ -43,7 +43,13 @@ __all__ = ["AdditiveCoupling", "AffineCoupling", "soft_bound"]
 def soft_bound(raw: Tensor, bound: float) -> Tensor:
     """``bound * tanh(raw / bound)``: identity near 0, never beyond ``±bound``.
 
-    A negative ``bound`` gives ``-|bound| tanh(raw / |bound|)``, the negated log-scale.
+    The bounded log-scale of every affine layer (:class:`AffineCoupling`, MAF, IAF).
+    ``bound`` is a Python float, so the formula holds to rounding in the tensor's dtype,
+    float64 included. A negative ``bound`` gives ``-|bound| tanh(raw / |bound|)``, the
+    negated log-scale.
+
+    >>> soft_bound(torch.tensor([-100.0, 0.0, 0.5, 100.0]), 3.0)
+    tensor([-3.0000,  0.0000,  0.4954,  3.0000])
     """
     return torch.tanh(raw * (1.0 / abs(bound))) * bound
 

@@ -60,8 +60,6 @@ class MADE(nn.Module):
         context_dim: size of an optional context vector.
         order: ``order[i]`` is the rank of feature ``i`` (default ``0..D-1``).
         zero_last: start with a zero last layer (a flow built on it starts as the identity).
-        out_scale: a constant factor per output block, folded into the last layer's mask
-            (free at run time; MAF and IAF use it for the ``1/β`` of their bounded log-scale).
 
     >>> made = MADE(3, hidden=(16,), out_mult=1)
     >>> x = torch.randn(3, requires_grad=True)
@@ -72,7 +70,7 @@ class MADE(nn.Module):
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64), out_mult: int = 2,
                  context_dim: int = 0, order: Sequence[int] | Tensor | None = None,
-                 zero_last: bool = False, out_scale: Sequence[float] | None = None):
+                 zero_last: bool = False):
         super().__init__()
         self.dim, self.out_mult, self.context_dim = dim, out_mult, context_dim
         order = torch.arange(dim) if order is None else torch.as_tensor(order)
@@ -92,12 +90,6 @@ class MADE(nn.Module):
             for d_prev, d_next in zip(degrees[:-1], degrees[1:]))
         out_mask = degrees_in[:, None] > degrees[-1][None, :]
         self.out = MaskedLinear(out_mask.repeat(out_mult, 1))
-        if out_scale is not None:   # (c W) h + c b = c (W h + b), block by block
-            scale = torch.tensor(out_scale, dtype=torch.float32).repeat_interleave(dim)
-            self.out.mask.mul_(scale[:, None])
-            self.register_buffer("out_bias_scale", scale, persistent=False)
-        else:
-            self.out_bias_scale = None
         self.context = nn.Linear(context_dim, hidden[0], bias=False) if context_dim else None
         if zero_last:
             nn.init.zeros_(self.out.weight)
@@ -114,6 +106,5 @@ class MADE(nn.Module):
         # [batch, hidden] buffer per activation costs more than the ReLU itself.
         for layer in rest:
             h = F.linear(F.relu_(h), layer.weight * layer.mask, layer.bias)
-        bias = self.out.bias if self.out_bias_scale is None else self.out.bias * self.out_bias_scale
-        out = F.linear(F.relu_(h), self.out.weight * self.out.mask, bias)
+        out = F.linear(F.relu_(h), self.out.weight * self.out.mask, self.out.bias)
         return split_output(out, self.out_mult)

@@ -39,9 +39,11 @@ and :math:`c = w^\top \hat u`,
     g'(\alpha) = 1 + c\,(1 - \tanh^2(\alpha + b)) \ge 0,
 
 a monotone scalar equation whose root lies in :math:`[w^\top y - |c|, w^\top y + |c|]`.
-We solve it in float64 by Newton's method safeguarded by bisection on that bracket, then
+We solve it by Newton's method safeguarded by bisection on that bracket, then
 :math:`z = y - \hat u \tanh(\alpha + b)`. A last Newton step taken with autograd on gives
-the implicit-function gradient.
+the implicit-function gradient. The solve runs in float64 to a relative tolerance of
+:math:`10^{-12}`, except on Apple's MPS devices, which have no float64: there it runs in
+float32 to :math:`10^{-6}` (about 8 units in the last place); see :func:`root_precision`.
 """
 
 from __future__ import annotations
@@ -54,19 +56,38 @@ from torch import Tensor, nn
 
 from nfcourse.flows.base import Bijection
 
-__all__ = ["Planar", "solve_monotone"]
+__all__ = ["Planar", "solve_monotone", "root_precision"]
 
-#: Stopping rule of the scalar root-finds: ``|step| <= ROOT_TOL * (1 + |root|)``.
+#: Stopping rule of the scalar root-finds: ``|step|`` or bracket ``<= ROOT_TOL * (1 + |x|)``.
 ROOT_TOL = 1e-12
+#: The same rule where the root-find has to run in float32 (about 8 ulps).
+ROOT_TOL_FLOAT32 = 1e-6
+
+
+def root_precision(device: torch.device) -> tuple[torch.dtype, float]:
+    """``(dtype, tol)`` of the numerical inverses' root-finds on ``device``: float64 and
+    :data:`ROOT_TOL`, except on MPS (no float64 there): float32 and :data:`ROOT_TOL_FLOAT32`.
+
+    >>> root_precision(torch.device("cpu")), root_precision(torch.device("mps"))
+    ((torch.float64, 1e-12), (torch.float32, 1e-06))
+    """
+    if device.type == "mps":
+        return torch.float32, ROOT_TOL_FLOAT32
+    return torch.float64, ROOT_TOL
 
 
 def solve_monotone(g, lo: Tensor, hi: Tensor, x0: Tensor, tol: float = ROOT_TOL,
-                   max_iter: int = 100) -> Tensor:
+                   max_iter: int = 200) -> Tensor:
     """Root of a non-decreasing ``g`` inside ``[lo, hi]``, elementwise and vectorised.
 
-    ``g(x)`` returns ``(value, derivative)``. Newton steps that leave the current bracket
-    (or divide by a zero derivative) are replaced by bisection, so the iteration always
-    converges; it stops when every step is below ``tol * (1 + |x|)``.
+    ``g(x)`` returns ``(value, derivative)``. Newton's method safeguarded as in Numerical
+    Recipes' ``rtsafe``: a Newton step that leaves the current bracket, divides by a zero
+    derivative, or does not at least halve the step of two iterations before is replaced
+    by bisection. (Newton alone can cycle across the knee of a tanh, e.g. between
+    ``α ≈ -9.57`` and ``0.95`` for ``α + 10.8 tanh(α + 0.91) = -9.84``.) So the bracket at
+    least halves every other iteration and the iteration always converges; it stops when
+    every step, or every bracket, is below ``tol * (1 + |x|)``: the latter also ends it
+    where rounding in ``g`` (float32 with large terms) keeps Newton's steps from shrinking.
 
     >>> g = lambda x: (x**3 - 2, 3 * x**2)
     >>> lo, hi = torch.zeros(1, dtype=torch.float64), torch.full((1,), 2.0, dtype=torch.float64)
@@ -75,6 +96,7 @@ def solve_monotone(g, lo: Tensor, hi: Tensor, x0: Tensor, tol: float = ROOT_TOL,
     True
     """
     x = x0.clamp(lo, hi)
+    step_last = step_before = hi - lo
     for i in range(max_iter):
         value, slope = g(x)
         lo = torch.where(value < 0, x, lo)
@@ -82,10 +104,13 @@ def solve_monotone(g, lo: Tensor, hi: Tensor, x0: Tensor, tol: float = ROOT_TOL,
         newton = x - value / slope
         # Inclusive: near the root a Newton iterate may round onto a bracket end, and
         # bisecting from there would throw the converged x away.
-        inside = (newton >= lo) & (newton <= hi)
-        step = torch.where(inside, newton, 0.5 * (lo + hi)) - x
+        use_newton = ((newton >= lo) & (newton <= hi)
+                      & ((newton - x).abs() <= 0.5 * step_before.abs()))
+        step = torch.where(use_newton, newton, 0.5 * (lo + hi)) - x
         x = x + step
-        done = (step.abs() <= tol * (1 + x.abs())) | (value == 0)
+        step_before, step_last = step_last, step
+        small = tol * (1 + x.abs())
+        done = (step.abs() <= small) | (hi - lo <= small) | (value == 0)
         if i % 4 == 3 and bool(done.all()):
             break
     return x
@@ -104,7 +129,8 @@ class Planar(Bijection):
 
     ``inverse`` is numerical: per layer a Newton/bisection solve of a scalar equation to a
     relative tolerance of 1e-12 in float64 (round trips agree to ~1e-10 in float64 and
-    ~1e-6 in float32).
+    ~1e-6 in float32); on MPS, which has no float64, the solve runs in float32 to a
+    relative tolerance of 1e-6 (float32 round trips as accurate as elsewhere, ~1e-6).
 
     >>> layer = Planar(2)
     >>> z = torch.randn(3, 2)
@@ -186,14 +212,16 @@ class Planar(Bijection):
         c = sigma - 1                                   # = wᵀû
         wy = self._preactivation(y, w, torch.zeros_like(b))
 
-        def g(alpha, c=c.detach().double(), b=b.detach().double(), wy=wy.detach().double()):
-            t = torch.tanh(alpha + b)
-            return alpha + c * t - wy, 1 + c * (1 - t * t)
-
+        dtype, tol = root_precision(y.device)
         with torch.no_grad():
-            wy64 = wy.double()
-            radius = c.double().abs().expand_as(wy64)
-            alpha = solve_monotone(g, wy64 - radius, wy64 + radius, wy64.clone())
+            c_, b_, wy_ = (v.detach().to(dtype) for v in (c, b, wy))
+
+            def g(alpha):
+                t = torch.tanh(alpha + b_)
+                return alpha + c_ * t - wy_, 1 + c_ * (1 - t * t)
+
+            radius = c_.abs().expand_as(wy_)
+            alpha = solve_monotone(g, wy_ - radius, wy_ + radius, wy_.clone(), tol=tol)
         alpha = alpha.to(y.dtype)
         # One Newton step with autograd on: exact to first order, so gradients are right.
         t = torch.tanh(alpha + b)

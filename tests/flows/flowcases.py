@@ -29,6 +29,7 @@ class Case:
     volume_preserving: bool = False
     x_scale: float = 2.0              # std of the inputs
     input_fn: Callable | None = None  # (layer, x) -> x, to place some inputs in special spots
+    adjust: Callable | None = None    # (layer) -> None, after randomising: special parameters
     tags: set = field(default_factory=set)
 
     def make(self, dtype=torch.float64, seed=0, device="cpu") -> nf.Bijection:
@@ -44,7 +45,11 @@ class Case:
         with torch.no_grad():
             for p in layer.parameters():
                 p.copy_(torch.randn_like(p) * self.scale)
-        return layer.to(device=device, dtype=dtype)
+        layer = layer.to(device=device, dtype=dtype)
+        if self.adjust is not None:
+            with torch.no_grad():
+                self.adjust(layer)
+        return layer
 
     def inputs(self, layer, batch=8, dtype=torch.float64, seed=1, device="cpu"):
         g = torch.Generator().manual_seed(seed)
@@ -68,6 +73,14 @@ def _near_centre(layer, x):
     return x
 
 
+def _nearly_equal_columns(layer, gap=1e-6):
+    """Make column 1 of Q̃ column 0 plus a 1e-6 perturbation: Q̃ is nearly rank-deficient
+    (30 steps of the paper's orthogonalisation iteration left ‖QᵀQ - I‖ ~ 0.5 here)."""
+    q = layer.q.view(layer.dim, layer.m)
+    noise = torch.randn(layer.dim, generator=torch.Generator().manual_seed(0), dtype=q.dtype)
+    q[:, 1] = q[:, 0] + gap * noise.to(q.device)
+
+
 def _coupling_net_vec(n_in, n_out):
     return nf.MLP(n_in, n_out, hidden=(16, 16))
 
@@ -80,6 +93,8 @@ CASES = [
     Case("radial", lambda: nf.Radial(D), input_fn=_near_centre),
     Case("radial_amortized", lambda: nf.Radial(D, amortized=True)),
     Case("sylvester_orthogonal", lambda: nf.OrthogonalSylvester(D, m=3), invertible=False),
+    Case("sylvester_orthogonal_nearly_rank_deficient", lambda: nf.OrthogonalSylvester(D, m=3),
+         adjust=_nearly_equal_columns, invertible=False),
     Case("sylvester_orthogonal_amortized", lambda: nf.OrthogonalSylvester(D, m=3, amortized=True),
          invertible=False),
     Case("sylvester_householder", lambda: nf.HouseholderSylvester(D, n_reflections=3),

@@ -81,15 +81,39 @@ def test_iaf_samples_in_one_pass_and_inverts_in_d_passes():
     assert len(calls) == 4
 
 
-def test_maf_density_direction_follows_the_equations():
-    """x = (y - mu(y)) exp(-s(y)), s = β tanh(s̃/β), computed from the MADE by hand."""
-    layer = randomise(nf.MAF(4, hidden=(8,), log_scale_bound=2.0))
-    y = torch.randn(6, 4)
-    s_scaled, mu = layer.made(y)                  # the MADE returns s̃/β (bound folded in)
-    s = 2.0 * torch.tanh(s_scaled)
-    x, log_det_inv = layer.inverse(y)
-    torch.testing.assert_close(x, (y - mu) * torch.exp(-s))
-    torch.testing.assert_close(log_det_inv, -s.sum(-1))
+def made_by_hand(made, v, context=None):
+    """The MADE's raw outputs from its weights and 0/1 masks (nothing folded in)."""
+    h = v
+    for i, layer in enumerate(made.layers):
+        h = h @ (layer.weight * (layer.mask != 0)).T + layer.bias
+        if i == 0 and context is not None:
+            h = h + context @ made.context.weight.T
+        h = torch.relu(h)
+    out = h @ (made.out.weight * (made.out.mask != 0)).T + made.out.bias
+    return out.chunk(made.out_mult, dim=-1)
+
+
+@pytest.mark.parametrize("cls", [nf.MAF, nf.IAF])
+@pytest.mark.parametrize("beta", [3.0, 2.0, 0.7])
+def test_one_pass_follows_the_equations_exactly_in_float64(cls, beta):
+    """MAF: x = (y - μ(y)) e^{-s(y)}; IAF: y = x e^{s(x)} + μ(x); s = β tanh(s̃/β) with s̃
+    the raw MADE output, to rounding in float64 (a 1/β stored as float32, 0.3333333433
+    for β = 3, was off by ~1e-8)."""
+    layer = randomise(cls(4, hidden=(8,), context_dim=2, log_scale_bound=beta), scale=0.8)
+    g = torch.Generator().manual_seed(3)
+    v, c = 2 * torch.randn(6, 4, generator=g), torch.randn(6, 2, generator=g)
+    s_raw, mu = made_by_hand(layer.made, v, c)
+    assert s_raw.abs().max() > beta                  # tanh's curved part is reached
+    s = beta * torch.tanh(s_raw / beta)
+    if cls is nf.MAF:
+        out, log_det = layer.inverse(v, context=c)
+        expected, expected_log_det = (v - mu) * torch.exp(-s), -s.sum(-1)
+    else:
+        out, log_det = layer(v, context=c)
+        expected, expected_log_det = v * torch.exp(s) + mu, s.sum(-1)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(log_det, expected_log_det, rtol=1e-14, atol=1e-14)
 
 
 def test_iaf_context_is_the_amortization():

@@ -13,7 +13,9 @@ from torch.distributions import Independent, MultivariateNormal, Normal, Transfo
 
 from nfcourse import flows as nf
 
-pytestmark = pytest.mark.usefixtures("float64")
+# one_thread (tests/conftest.py): the grid test's mid-sized elementwise ops would otherwise
+# run on torch's thread pool, which stalls on a busy 2-core machine.
+pytestmark = pytest.mark.usefixtures("float64", "one_thread")
 randomise = partial(flowcases.randomise, scale=0.7)
 
 
@@ -33,18 +35,8 @@ def test_vi_path_agrees_with_the_density_path(name):
     torch.testing.assert_close(q.log_prob(x), log_q, rtol=0, atol=1e-8)
 
 
-@pytest.fixture
-def one_thread():
-    """Mid-sized elementwise ops run on torch's thread pool, which stalls on a busy
-    2-core machine (tanh of 16k doubles: 10 ms instead of 0.1 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", ["planar+radial", "realnvp"])
-def test_density_integrates_to_one(name, one_thread):
+def test_density_integrates_to_one(name):
     """log_prob at every point of a grid (not only at samples) is a normalised density."""
     q = nf.FlowDistribution(randomise(FLOWS_2D[name](), scale=0.3))
     ticks = torch.linspace(-12, 12, 201)

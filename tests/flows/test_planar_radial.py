@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch.func import jacrev, vmap
 
 from nfcourse.flows import Planar, Radial
-from nfcourse.flows.planar import solve_monotone
+from nfcourse.flows import planar as planar_module
+from nfcourse.flows.planar import ROOT_TOL, ROOT_TOL_FLOAT32, root_precision, solve_monotone
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -121,6 +122,104 @@ def test_solve_monotone_bisects_where_newton_fails():
     g2 = lambda x: (x - torch.tanh(x) - 1e-3, 1 - (1 - torch.tanh(x) ** 2))  # noqa: E731
     root = solve_monotone(g2, torch.full((1,), -2.0), torch.full((1,), 2.0), torch.zeros(1))
     assert abs(float(root - torch.tanh(root)) - 1e-3) < 1e-12
+
+
+def test_root_precision_is_float64_except_on_mps():
+    """MPS has no float64: the inverse's root-find runs in float32 there, in float64 elsewhere."""
+    assert root_precision(torch.device("cpu")) == (torch.float64, ROOT_TOL)
+    assert root_precision(torch.device("cuda", 0)) == (torch.float64, ROOT_TOL)
+    assert root_precision(torch.device("mps")) == (torch.float32, ROOT_TOL_FLOAT32)
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "mps"])
+def test_planar_inverse_solves_in_the_precision_of_the_device(device_type, monkeypatch):
+    """On CPU the solve runs in float64 even for float32 inputs; on MPS (simulated here by
+    handing the CPU the MPS precision) in float32, and float32 round trips stay within the
+    stated 1e-4 either way."""
+    dtype, tol = root_precision(torch.device(device_type))
+    monkeypatch.setattr(planar_module, "root_precision", lambda device: (dtype, tol))
+    solves = []
+
+    def spy(g, lo, hi, x0, tol, max_iter=100):
+        evaluations = []
+
+        def counted(x):
+            evaluations.append(1)
+            return g(x)
+        root = solve_monotone(counted, lo, hi, x0, tol=tol, max_iter=max_iter)
+        solves.append((lo.dtype, tol, len(evaluations)))
+        return root
+    monkeypatch.setattr(planar_module, "solve_monotone", spy)
+    g = torch.Generator().manual_seed(9)
+    layer = Planar(4, length=3).float()
+    with torch.no_grad():
+        w = torch.randn(3, 4, generator=g)
+        k = torch.tensor([-1.0, 0.5, 5.0])[:, None]
+        layer.w.copy_(w), layer.u.copy_(k * w + torch.randn(3, 4, generator=g))
+        layer.b.copy_(torch.randn(3, generator=g))
+    y = 5 * torch.randn(256, 4, generator=g, dtype=torch.float32)
+    z, log_det_inv = layer.inverse(y)
+    assert z.dtype == log_det_inv.dtype == torch.float32
+    assert [(d, t) for d, t, _ in solves] == [(dtype, tol)] * 3
+    assert max(n for _, _, n in solves) < 40          # converged, not stopped by max_iter
+    y_back, log_det = layer(z)
+    torch.testing.assert_close(y_back, y, rtol=0, atol=1e-4)
+    torch.testing.assert_close(log_det_inv, -log_det, rtol=0, atol=1e-4)
+
+
+def test_solve_monotone_stops_when_rounding_limits_it():
+    """In float32 with large terms (|c|, |wᵀy| ~ 1e3, as for a planar layer with a long w)
+    Newton's steps cannot fall below 1e-6 (1 + |α|): they bounce between neighbours of the
+    root. Bisection then closes the bracket and the solver stops, instead of running to
+    max_iter, at a root as good as float32 allows."""
+    g0 = torch.Generator().manual_seed(0)
+    c = 3000 * torch.rand(4096, generator=g0, dtype=torch.float32)
+    b = torch.randn(4096, generator=g0, dtype=torch.float32)
+    wy = 2.4 * (torch.rand(4096, generator=g0, dtype=torch.float32) - 0.5) * c
+    evaluations = []
+
+    def g(alpha):
+        evaluations.append(1)
+        t = torch.tanh(alpha + b)
+        return alpha + c * t - wy, 1 + c * (1 - t * t)
+    root = solve_monotone(g, wy - c, wy + c, wy.clone(), tol=ROOT_TOL_FLOAT32)
+    assert root.dtype == torch.float32 and len(evaluations) < 60
+    root, c, b, wy = (v.double() for v in (root, c, b, wy))
+    residual = root + c * torch.tanh(root + b) - wy            # in float64
+    resolution = torch.finfo(torch.float32).eps * (root.abs() + c + wy.abs())
+    assert bool((residual.abs() <= 2 * resolution).all())
+
+
+def test_solve_monotone_does_not_cycle_across_the_tanh_knee():
+    """Plain Newton on α + c tanh(α + b) = wᵀy 2-cycles for some c > 1 (here between
+    α ≈ -9.57 and 0.95, both inside the bracket); the solver used to return one of the two
+    after max_iter, and Planar.inverse a point 9.7 away from the answer."""
+    c, b, wy = 10.788083507984137, 0.9067229229182777, -9.837505213724107
+
+    def g(alpha):
+        t = torch.tanh(alpha + b)
+        return alpha + c * t - wy, 1 + c * (1 - t * t)
+    wy_ = torch.tensor([wy])
+    root = solve_monotone(g, wy_ - c, wy_ + c, wy_.clone())
+    assert abs(float(g(root)[0])) < 1e-12
+    # and over many equations of this kind
+    gen = torch.Generator().manual_seed(12)
+    c = 1 + 60 * torch.rand(20000, generator=gen)
+    b, wy = 2 * torch.randn(20000, generator=gen), 15 * torch.randn(20000, generator=gen)
+    root = solve_monotone(g, wy - c, wy + c, wy.clone())
+    value, slope = g(root)
+    assert float((value.abs() / slope).max()) < 1e-12 * (1 + float(root.abs().max()))
+
+
+def test_planar_inverse_where_newton_cycles():
+    g = torch.Generator().manual_seed(9)
+    w = torch.randn(4, generator=g)
+    layer = planar_with(5 * w + torch.randn(4, generator=g), w, b=0.9)
+    y = 10 * torch.randn(4096, 4, generator=g)
+    z, log_det_inv = layer.inverse(y)
+    y_back, log_det = layer(z)
+    torch.testing.assert_close(y_back, y, rtol=0, atol=1e-10)
+    torch.testing.assert_close(log_det_inv, -log_det, rtol=0, atol=1e-10)
 
 
 def test_planar_of_length_k_equals_k_single_layers():
