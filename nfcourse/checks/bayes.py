@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import scipy.optimize
 import scipy.special
@@ -27,13 +27,11 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from nfcourse.checks.core import Exercise, SelfCheckError, matches, self_check
+from nfcourse.checks.core import Exercise, Mistake, SelfCheckError, matches, self_check
 
 DTYPE = torch.float64
 LOG_2PI = math.log(2 * math.pi)
 
-#: A typical mistake: what the wrong answer would be, and what to tell the student.
-Mistake = tuple[Tensor, str]
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -70,30 +68,6 @@ def _kind(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _verdict(ex: Exercise, got: Any, expected: Tensor, what: str,
-             mistakes: Sequence[Mistake] = (), shape_hint: str | None = None,
-             hint: str | None = None, nan_hint: str | None = None) -> Tensor:
-    """Return ``got`` as a tensor if it equals ``expected``; otherwise fail, naming the
-    first typical mistake it equals, else saying which property is off."""
-    got = ex.tensor(got, what)
-    if matches(got, expected):
-        return got
-    for candidate, mistake in mistakes:
-        if matches(got, candidate):
-            ex.fail(f"{what} is wrong", expected=expected, got=got, hint=mistake)
-    if got.shape != expected.shape:
-        ex.shape(got, expected.shape, what, hint=shape_hint)
-    if not torch.isfinite(got).all():
-        ex.fail(f"{what} contains NaN or inf", expected=expected, got=got,
-                hint=nan_hint or hint)
-    diff = (got.detach().to(DTYPE) - expected).flatten()
-    if hint is None and diff.numel() > 1 and torch.allclose(diff, diff[:1].expand_as(diff),
-                                                             rtol=0, atol=1e-6):
-        hint = (f"your values are off by the same constant ({diff[0].item():+.4g}) for every "
-                "input: the part that depends on the input is right, so look at the "
-                "normalising constants")
-    ex.fail(f"{what} is wrong", expected=expected, got=got, hint=hint)
-    raise AssertionError("unreachable")
 
 
 # 1.1 ------------------------------------------------------------------------------------
@@ -163,7 +137,7 @@ def log_density_linear(fn: Callable) -> None:
                 "you used A as the covariance; the covariance of A z + b is "
                 "Cov(A z) = A Cov(z) A^T = A A^T"))
         got = ex.call(fn, x, A, b)
-        _verdict(ex, got, expected, f"log p(x) ({name})", mistakes,
+        ex.verdict(got, expected, f"log p(x) ({name})", mistakes,
                  shape_hint="one log-density per point: sum the per-coordinate terms over "
                             "the last axis, giving shape [n]",
                  nan_hint="NaN appears here because det A < 0: use log|det A| "
@@ -225,7 +199,7 @@ def joint_table(fn: Callable) -> None:
              hint="one axis per variable, in the order C, S, R, W: joint[c, s, r, w]")
     if not matches(got, expected):
         hint = _which_factor(got, p_c, p_s, p_r, p_w)
-        _verdict(ex, got, expected, "the joint table", mistakes, hint=hint)
+        ex.verdict(got, expected, "the joint table", mistakes, hint=hint)
     ex.passed("equals p(c) p(s|c) p(r|c) p(w|s,r) for every assignment (random CPTs)")
 
 
@@ -286,7 +260,7 @@ def posterior(fn: Callable) -> None:
             hint = ("with several observed variables, indexing one axis away (joint[..., v]) "
                     "shifts the axes after it; joint.narrow(axis, value, 1) keeps them")
         got = _call(ex, fn, joint, query, dict(evidence), hint=hint)
-        _verdict(ex, got, expected, what, mistakes, hint=hint,
+        ex.verdict(got, expected, what, mistakes, hint=hint,
                  shape_hint=f"one probability per value of the query variable: shape "
                             f"[joint.shape[query]] = [{joint.shape[query]}]")
     ex.passed("matches enumeration over every assignment, for 4 queries on a random joint")
@@ -334,7 +308,7 @@ def log_likelihood(fn: Callable) -> None:
                         "multiply, so their log-densities add up to one number"),
         ]
         got = ex.call(fn, _t(mu), x, noise_var)
-        _verdict(ex, got, expected, f"log p(D; mu={mu}) with noise_var={noise_var}", mistakes,
+        ex.verdict(got, expected, f"log p(D; mu={mu}) with noise_var={noise_var}", mistakes,
                  shape_hint="return one number for the whole data set (a 0-dim tensor)")
     ex.passed("matches scipy.stats.norm.logpdf summed over the data")
 
@@ -355,7 +329,7 @@ def mle(fn: Callable) -> None:
                          "derivative of the log-likelihood to zero"),
         ]
         got = ex.call(fn, x)
-        _verdict(ex, got, expected, f"the MLE for n={n} points", mistakes,
+        ex.verdict(got, expected, f"the MLE for n={n} points", mistakes,
                  shape_hint="return one number, the estimate of mu (a 0-dim tensor)")
     ex.passed("matches scipy.stats.norm.fit")
 
@@ -394,7 +368,7 @@ def posterior_params(fn: Callable) -> None:
              "1/sigma_N^2 = 1/sigma_mu^2 + n/sigma^2"),
             (_t(1 / (1 / noise_var + n / prior_var)), "prior_var and noise_var are swapped"),
         ]
-        _verdict(ex, got_var, var, f"the posterior variance ({setting})", [
+        ex.verdict(got_var, var, f"the posterior variance ({setting})", [
             (_t(noise_var / n), "the prior's precision is missing: 1/sigma_N^2 = "
                                 "1/sigma_mu^2 + n/sigma^2 (with unit variances: 1/(n+1), "
                                 "not 1/n)"),
@@ -412,7 +386,7 @@ def posterior_params(fn: Callable) -> None:
             (x.sum() / (1 / noise_var + n / prior_var) / prior_var,
              "prior_var and noise_var are swapped"),
         ]
-        _verdict(ex, got_mean, mean, f"the posterior mean ({setting})", [
+        ex.verdict(got_mean, mean, f"the posterior mean ({setting})", [
             (x.mean(), "this is the MLE x-bar; the prior pulls the posterior mean towards its "
                        "own mean 0 (with unit variances: sum(x)/(n+1), not sum(x)/n)"),
             (precision * x.sum() / noise_var, "multiply by the posterior variance, not the "
@@ -450,7 +424,7 @@ def map_estimate(fn: Callable) -> None:
         if not prior_var == noise_var == 1.0:
             mistakes.append((x.sum() / (n + 1),
                              "right only when prior_var = noise_var = 1: use the arguments"))
-        _verdict(ex, got, expected,
+        ex.verdict(got, expected,
                  f"the MAP estimate (n={n}, prior_var={prior_var}, noise_var={noise_var})",
                  mistakes, shape_hint="return one number (a 0-dim tensor)")
     ex.passed("matches scipy.optimize.minimize_scalar on the negative log posterior")
@@ -489,13 +463,13 @@ def kl_categorical(fn: Callable) -> None:
         (expected.sum(), "you summed over the batch too: return one KL per row, shape [4]"),
     ]
     got = ex.call(fn, p, q)
-    _verdict(ex, got, expected, "KL(p || q) for 4 random pairs", mistakes,
+    ex.verdict(got, expected, "KL(p || q) for 4 random pairs", mistakes,
              shape_hint="one KL per pair (row): sum over the last axis only")
     p0 = _t([[0.5, 0.5, 0.0, 0.0]])
     q0 = _t([[0.1, 0.2, 0.3, 0.4]])
     expected0 = _t(scipy.special.rel_entr(p0.numpy(), q0.numpy())).sum(-1)
     got = ex.call(fn, p0, q0)
-    _verdict(ex, got, expected0, "KL(p || q) when p has zero entries",
+    ex.verdict(got, expected0, "KL(p || q) when p has zero entries",
              nan_hint="0 log 0 came out as NaN: by convention 0 log 0 = 0 (outcomes that p "
                       "never produces cost nothing); torch.xlogy(p, p) does this for you")
     ex.passed("matches scipy.special.rel_entr, including zeros in p")
@@ -533,7 +507,7 @@ def kl_diag_std_normal(fn: Callable) -> None:
         (expected.sum(), "you summed over the batch too: one KL per row, shape [batch]"),
     ]
     got = ex.call(fn, mu, log_var)
-    got = _verdict(ex, got, expected, "KL for a batch of 6 diagonal Gaussians", mistakes,
+    got = ex.verdict(got, expected, "KL for a batch of 6 diagonal Gaussians", mistakes,
                    shape_hint="one KL per row: sum over the last axis only, shape [batch]")
     if not got.requires_grad:
         ex.fail("no gradient flows through your answer",
@@ -613,6 +587,6 @@ def elbo_conjugate(fn: Callable) -> None:
                     "ELBO = log p(x) - KL <= log p(x) for every q")
         elif matches(got[:2], expected[:2]):
             hint = "at the exact posterior the KL is 0, so the ELBO must equal log p(x)"
-        _verdict(ex, got, expected, what, mistakes, hint=hint)
+        ex.verdict(got, expected, what, mistakes, hint=hint)
     ex.passed("equals log p(x) - KL(q || p(mu | x)) for several q, and log p(x) at the "
               "posterior")

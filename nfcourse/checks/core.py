@@ -14,6 +14,10 @@ from nfcourse.curriculum import STUB_PREFIX
 NOT_ATTEMPTED = "not attempted yet"
 
 
+#: A typical mistake: what the wrong answer would be, and what to tell the student.
+Mistake = tuple[torch.Tensor, str]
+
+
 class SelfCheckError(AssertionError):
     """A self-check found a wrong answer; the message says what and why."""
 
@@ -86,6 +90,32 @@ class Exercise:
         if tuple(value.shape) != tuple(shape):
             self.fail(f"{what} has the wrong shape", expected=list(shape),
                       got=list(value.shape), hint=hint)
+
+    def verdict(self, got: Any, expected: torch.Tensor, what: str,
+                mistakes: Iterable[Mistake] = (), shape_hint: str | None = None,
+                nan_hint: str | None = None, hint: str | None = None) -> torch.Tensor:
+        """``got`` as a tensor if it equals ``expected``; else fail, naming the first
+        typical mistake it equals, else the property that is off (shape, NaN, a constant
+        offset, or just the values)."""
+        got = self.tensor(got, what)
+        if matches(got, expected):
+            return got
+        for candidate, mistake in mistakes:
+            if matches(got, candidate):
+                self.fail(f"{what} is wrong", expected=expected, got=got, hint=mistake)
+        if got.shape != expected.shape:
+            self.shape(got, expected.shape, what, hint=shape_hint)
+        if not torch.isfinite(got).all():
+            self.fail(f"{what} contains NaN or inf", expected=expected, got=got,
+                      hint=nan_hint or hint)
+        diff = (got.detach().to(expected.dtype) - expected).flatten()
+        if hint is None and diff.numel() > 1 and torch.allclose(
+                diff, diff[:1].expand_as(diff), rtol=0, atol=1e-6):
+            hint = (f"your values are off by the same constant ({diff[0].item():+.4g}) for "
+                    "every input: the part that depends on the input is right, so look at "
+                    "the normalising constants")
+        self.fail(f"{what} is wrong", expected=expected, got=got, hint=hint)
+        raise AssertionError("unreachable")
 
     def close(self, got: Any, expected: Any, what: str, hint: str | None = None,
               rtol: float = 1e-5, atol: float = 1e-6) -> None:

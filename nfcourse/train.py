@@ -1,0 +1,289 @@
+r"""Training a VAE: minibatch stochastic gradient ascent on a bound, with validation, early
+stopping, annealing, checkpoints and resume.
+
+Each step draws a minibatch :math:`\mathcal B` and takes an Adam step on
+
+.. math::
+
+    \text{loss}_t = -\frac{1}{|\mathcal B|} \sum_{x \in \mathcal B} \mathcal L_{\beta_t}(x),
+    \qquad \beta_t = \min\big(1,\ 0.01 + t / 10000\big)
+
+(the annealing schedule of Rezende & Mohamed 2015 §6.2, optional; :math:`\beta_t = 1`
+without it; see :func:`nfcourse.objectives.elbo`). After every epoch the mean bound on the
+validation set, :math:`\frac1N\sum_n \mathcal L(x_n)` at :math:`\beta = 1` with fixed
+noise, is recorded; training stops after ``patience`` epochs without a new best, and the
+best parameters are restored.
+
+Checkpoints (``checkpoint_dir``) are ``state_dict``\ s only, read back with
+``torch.load(..., weights_only=True)``:
+
+- ``last.pt``: model, optimizer, epoch, step, history and the random number generators'
+  states, written atomically after every epoch. ``resume=True`` continues from it, and
+  the result is the same as a run that was never interrupted (on the CPU).
+- ``best.pt``: the model at the best validation bound so far, and its epoch.
+
+A NaN or inf loss stops training at once with a :class:`TrainingError` naming the step;
+the checkpoints on disk are those of the last good epoch.
+
+Randomness comes from two generators seeded from ``seed`` (minibatch order on the CPU,
+posterior noise on the model's device), so a run is reproducible on the CPU for a fixed
+seed and does not disturb, or depend on, the global random state after the model is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from nfcourse import objectives
+from nfcourse.utils import progress as _progress
+
+__all__ = ["fit", "evaluate", "anneal_beta", "History", "TrainingError", "load_checkpoint",
+           "save_checkpoint"]
+
+#: ``objective(model, x, beta, generator) -> bound per data point [B]``.
+Objective = Callable[..., Tensor]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN or inf loss); the message says where and what is kept."""
+
+
+def anneal_beta(step: int, start: float = 0.01, steps: int = 10_000) -> float:
+    """R&M's inverse temperature β_t = min(1, start + t / steps).
+
+    >>> anneal_beta(0), anneal_beta(4_900), anneal_beta(20_000)
+    (0.01, 0.5, 1.0)
+    """
+    return min(1.0, start + step / steps)
+
+
+@dataclass
+class History:
+    """What a run did, one entry per epoch (and the training loss every few steps)."""
+
+    epoch: list[int] = field(default_factory=list)
+    step: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)   # mean −bound over the epoch
+    valid_bound: list[float] = field(default_factory=list)  # mean bound, β = 1
+    beta: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)      # wall time, cumulative
+    loss_steps: list[int] = field(default_factory=list)     # the running loss, every few steps
+    loss_values: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    best_valid: float = -math.inf
+    stopped: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _objective(objective: str | Objective, k: int) -> Objective:
+    if callable(objective):
+        return objective
+    if objective == "elbo":
+        return lambda m, x, beta, gen: objectives.elbo(m, x, k, beta=beta, generator=gen)
+    if objective == "iwae":
+        return lambda m, x, beta, gen: objectives.iwae(m, x, k, generator=gen)
+    if objective == "reconstruction":
+        return lambda m, x, beta, gen: objectives.reconstruction(m, x, generator=gen)
+    raise ValueError(f"objective={objective!r}: use 'elbo', 'iwae', 'reconstruction' or a "
+                     "function (model, x, beta, generator) -> bound per data point")
+
+
+def _device_generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@torch.no_grad()
+def evaluate(model, data: Tensor, objective: str | Objective = "elbo", k: int = 1,
+             batch_size: int = 1000, seed: int = 0) -> float:
+    """The mean bound (β = 1) over ``data``, with noise from a generator seeded by ``seed``
+    (so two calls on the same model agree). Puts the model back in its previous mode."""
+    fn = _objective(objective, k)
+    device = next(model.parameters()).device
+    gen = _device_generator(device, seed)
+    was_training = model.training
+    model.eval()
+    try:
+        total = 0.0
+        for start in range(0, data.shape[0], batch_size):
+            xb = data[start:start + batch_size].to(device)
+            total += fn(model, xb, 1.0, gen).sum().item()
+    finally:
+        model.train(was_training)
+    return total / data.shape[0]
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
+    """A checkpoint written by :func:`fit`, loaded with ``weights_only=True``."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: int = 10,
+        batch_size: int = 100, lr: float = 1e-3, objective: str | Objective = "elbo",
+        k: int = 1, anneal: bool | int = False, patience: int | None = None,
+        checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, seed: int = 0,
+        max_steps: int | None = None, time_limit: float | None = None,
+        valid_batch_size: int = 1000, loss_every: int = 50, progress: bool = True,
+        log: Callable[[str], None] | None = None) -> History:
+    """Train ``model`` on ``train_data`` (``[N, D]``, on any device: batches move to the
+    model's device) with Adam; return the :class:`History`.
+
+    - ``objective``: ``"elbo"`` (with ``k`` samples), ``"iwae"`` (``k`` samples),
+      ``"reconstruction"`` (a deterministic autoencoder) or a function
+      ``(model, x, beta, generator) -> bound [B]``.
+    - ``anneal``: ``True`` for R&M's β_t = min(1, 0.01 + t/10000), an int for another
+      number of warm-up steps, ``False`` for β = 1.
+    - ``patience``: stop after this many epochs without a better validation bound, and
+      restore the best parameters (kept also when ``patience`` is None).
+    - ``checkpoint_dir`` / ``resume``: see the module docstring. ``resume=True`` without a
+      ``last.pt`` starts afresh.
+    - ``max_steps`` / ``time_limit`` (seconds): stop after the step that reaches the limit,
+      then validate and checkpoint as at the end of an epoch (the cut epoch counts as done:
+      ``resume`` goes on with the next one, so only a resume after an *interruption* at an
+      epoch's end repeats an uninterrupted run exactly).
+    - ``log``: called with a one-line summary after each epoch (e.g. ``print``).
+    """
+    device = next(model.parameters()).device
+    fn = _objective(objective, k)
+    warmup = 10_000 if anneal is True else int(anneal) if anneal else 0
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    shuffle_gen = torch.Generator().manual_seed(seed)
+    noise_gen = _device_generator(device, seed + 1)
+    history = History()
+    epoch0, step, bad_epochs = 0, 0, 0
+    best_state = None
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    last_path = best_path = None
+    if ckpt is not None:
+        ckpt.mkdir(parents=True, exist_ok=True)
+        last_path, best_path = ckpt / "last.pt", ckpt / "best.pt"
+    if resume and last_path is not None and last_path.exists():
+        state = load_checkpoint(last_path, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        shuffle_gen.set_state(state["rng"]["shuffle"].cpu())
+        noise_gen.set_state(state["rng"]["noise"].to(noise_gen.get_state().device))
+        history = History(**state["history"])
+        stopped = history.stopped
+        epoch0, step, bad_epochs = state["epoch"] + 1, state["step"], state["bad_epochs"]
+        if best_path.exists():
+            best_state = load_checkpoint(best_path, map_location=device)["model"]
+        if log:
+            log(f"resumed from {last_path} after epoch {epoch0} (step {step})")
+        if stopped.startswith("early stopping"):
+            epoch0 = epochs  # that run had converged; nothing left to do
+        else:
+            history.stopped = ""  # a time or step limit, or more epochs asked for: go on
+
+    n = train_data.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    elapsed0 = history.seconds[-1] if history.seconds else 0.0
+    started = time.perf_counter()
+    total_steps = epochs * steps_per_epoch
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    bar = _progress(None, desc="training", total=total_steps, initial=min(step, total_steps)) \
+        if progress else None
+    model.train()
+    try:
+        for epoch in range(epoch0, epochs):
+            perm = torch.randperm(n, generator=shuffle_gen)
+            epoch_loss, running = 0.0, []
+            for b in range(steps_per_epoch):
+                xb = train_data[perm[b * batch_size:(b + 1) * batch_size]].to(device)
+                beta = anneal_beta(step, steps=warmup) if warmup else 1.0
+                loss = -fn(model, xb, beta, noise_gen).mean()
+                value = loss.item()
+                if not math.isfinite(value):
+                    where = (f"the last good checkpoint, {last_path}, is from the end of epoch "
+                             f"{history.epoch[-1]}" if last_path is not None and history.epoch
+                             else "no checkpoint was written yet (pass checkpoint_dir)")
+                    raise TrainingError(
+                        f"the loss became {value} at step {step} (epoch {epoch + 1}, batch "
+                        f"{b + 1} of {steps_per_epoch}); training stopped and {where}. Try a "
+                        "lower learning rate, check the data, or resume from the checkpoint.")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                epoch_loss += value * xb.shape[0]
+                running.append(value)
+                if step % loss_every == 0:
+                    history.loss_steps.append(step)
+                    history.loss_values.append(sum(running[-loss_every:]) / len(running[-loss_every:]))
+                if bar is not None:
+                    bar.update(1)
+                    if step % 10 == 0:
+                        bar.set_postfix(loss=f"{value:.2f}", beta=f"{beta:.2f}", refresh=False)
+                if max_steps is not None and step >= max_steps:
+                    break
+                if time_limit is not None and time.perf_counter() - started >= time_limit:
+                    break
+            history.epoch.append(epoch + 1)
+            history.step.append(step)
+            history.train_loss.append(epoch_loss / min(n, (b + 1) * batch_size))  # seen so far
+            history.beta.append(anneal_beta(step, steps=warmup) if warmup else 1.0)
+            if valid_data is not None:
+                valid = evaluate(model, valid_data, fn, k, valid_batch_size, seed=seed + 2)
+            else:
+                valid = -history.train_loss[-1]
+            history.valid_bound.append(valid)
+            history.seconds.append(elapsed0 + time.perf_counter() - started)
+            if valid > history.best_valid:
+                history.best_valid, history.best_epoch, bad_epochs = valid, epoch + 1, 0
+                best_state = copy.deepcopy(model.state_dict())
+                if best_path is not None:
+                    save_checkpoint(best_path, {"model": best_state, "epoch": epoch + 1,
+                                                "valid_bound": valid})
+            else:
+                bad_epochs += 1
+            if patience is not None and bad_epochs >= patience:
+                history.stopped = (f"early stopping: no better validation bound for {patience} "
+                                   f"epochs (best {history.best_valid:.3f} at epoch "
+                                   f"{history.best_epoch})")
+            elif max_steps is not None and step >= max_steps:
+                history.stopped = f"max_steps={max_steps} reached"
+            elif time_limit is not None and history.seconds[-1] - elapsed0 >= time_limit:
+                history.stopped = (f"time limit of {time_limit:.0f} s reached at step {step}"
+                                   + ("" if b + 1 == steps_per_epoch else
+                                      f", {b + 1} of {steps_per_epoch} batches into epoch "
+                                      f"{epoch + 1}"))
+            elif epoch + 1 == epochs:
+                history.stopped = f"all {epochs} epochs done"
+            if log:
+                log(f"epoch {epoch + 1:4d}  step {step:7d}  train loss {history.train_loss[-1]:8.3f}"
+                    f"  valid bound {valid:9.3f}  beta {history.beta[-1]:.2f}"
+                    f"  {history.seconds[-1]:7.0f} s")
+            if last_path is not None:
+                save_checkpoint(last_path, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "epoch": epoch, "step": step, "bad_epochs": bad_epochs,
+                    "history": history.as_dict(),
+                    "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state()},
+                })
+            if history.stopped:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history

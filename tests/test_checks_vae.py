@@ -1,0 +1,113 @@
+"""The Section 4 self-checks pass the reference answers and, for plausible wrong answers,
+fail with a message that names the mistake."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nfcourse import objectives
+from nfcourse.checks import SelfCheckError
+from nfcourse.checks import vae as check
+
+REFERENCES = {
+    "reparam_gradient_terms": lambda eps, mu: 2 * (mu + eps),
+    "reparameterize": objectives.reparameterize,
+    "elbo": objectives.elbo_closed_form,
+    "iwae_bound": objectives.iwae_bound,
+}
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_reference_passes_with_one_line(name, capsys):
+    getattr(check, name)(REFERENCES[name])
+    out = capsys.readouterr().out
+    assert out.startswith("✔ Exercise 4.") and out.count("\n") == 1, out
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_unfinished_stub_is_reported_not_raised(name, capsys):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("Exercise not done yet: replace this line")
+    getattr(check, name)(stub)
+    out = capsys.readouterr().out
+    assert out.startswith("○ Exercise 4.") and "not attempted yet" in out, out
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_crash_is_reported_with_its_inputs(name):
+    def crash(*args, **kwargs):
+        raise ValueError("boom")
+    with pytest.raises(SelfCheckError, match=r"raised ValueError: boom\n  called with: \(tensor"):
+        getattr(check, name)(crash)
+
+
+def test_checks_do_not_touch_the_global_random_state():
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    for name, fn in REFERENCES.items():
+        getattr(check, name)(fn)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def _bce(x, logits, reduction):
+    return F.binary_cross_entropy_with_logits(logits, x, reduction=reduction)
+
+
+WRONG = [
+    # 4.2
+    ("reparam_gradient_terms", lambda eps, mu: (mu + eps) ** 2, "not its derivative"),
+    ("reparam_gradient_terms", lambda eps, mu: (mu + eps) ** 2 * eps, "score-function"),
+    ("reparam_gradient_terms", lambda eps, mu: 2 * eps, "the μ is missing"),
+    ("reparam_gradient_terms", lambda eps, mu: (2 * (mu + eps)).mean(), "one estimate per"),
+    # 4.5a
+    ("reparameterize", lambda m, lv, e: m + lv.exp() * e, r"exp\(log_var\) = σ², the variance"),
+    ("reparameterize", lambda m, lv, e: m + lv * e, "log_var is log σ², not σ"),
+    ("reparameterize", lambda m, lv, e: m + torch.exp(-0.5 * lv) * e, "sign in the exponent"),
+    ("reparameterize", lambda m, lv, e: m + e, "ε is not scaled"),
+    ("reparameterize", lambda m, lv, e: m, "the noise is missing"),
+    ("reparameterize", lambda m, lv, e: m + torch.exp(0.5 * lv) * torch.randn_like(m),
+     "use the eps you are given"),
+    ("reparameterize", lambda m, lv, e: (m + torch.exp(0.5 * lv) * e).detach(),
+     "no gradient flows"),
+    # 4.5b
+    ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1) + objectives.kl_std_normal(m, lv),
+     "KL enters with a minus sign"),
+    ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1), "KL term is missing"),
+    ("elbo", lambda x, xl, m, lv: _bce(x, xl, "none").sum(-1) + objectives.kl_std_normal(m, lv),
+     r"returned the loss, −ELBO"),
+    ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "mean") - objectives.kl_std_normal(m, lv),
+     r"averaged over pixels and batch \(reduction='mean'\)"),
+    ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").mean(-1) - objectives.kl_std_normal(m, lv),
+     r"averaged over pixels \(reduction='mean'\)"),
+    ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "sum") - objectives.kl_std_normal(m, lv),
+     r"summed over the whole batch \(reduction='sum'\)"),
+    ("elbo", lambda x, xl, m, lv: objectives.elbo_closed_form(x, xl, m, lv).mean(),
+     "averaged over the batch"),
+    ("elbo", lambda x, xl, m, lv: -_bce(x, torch.sigmoid(xl), "none").sum(-1)
+     - objectives.kl_std_normal(m, lv), "sigmoid was applied twice"),
+    ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1)
+     - 0.5 * (lv.exp() + m**2 - lv).sum(-1), "−1 inside the KL"),
+    ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1)
+     - 0.5 * (torch.exp(0.5 * lv) + m**2 - lv - 1).sum(-1), "σ where σ²"),
+    ("elbo", lambda x, xl, m, lv: objectives.elbo_closed_form(x, xl, m, lv).detach(),
+     "no gradient flows"),
+    # 4.5c
+    ("iwae_bound", lambda lw: torch.logsumexp(lw, 0), "−log k is missing"),
+    ("iwae_bound", lambda lw: lw.mean(0), "averaged the log-weights"),
+    ("iwae_bound", lambda lw: torch.log(torch.exp(lw).mean(0)), "underflows"),
+    ("iwae_bound", lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]), "wrong axis"),
+    ("iwae_bound", lambda lw: lw.max(0).values, "only the largest weight"),
+    ("iwae_bound", lambda lw: torch.logsumexp(lw, 0).mean() - math.log(lw.shape[0]),
+     "one bound per data point"),
+]
+
+
+@pytest.mark.parametrize("name, wrong, hint", WRONG, ids=[f"{n}:{h}" for n, _, h in WRONG])
+def test_typical_mistake_is_named(name, wrong, hint):
+    with pytest.raises(SelfCheckError, match=hint) as info:
+        getattr(check, name)(wrong)
+    assert str(info.value).startswith("✘ Exercise 4.")

@@ -1,0 +1,190 @@
+"""The training loop: determinism, checkpoints and resume, early stopping, annealing,
+NaN handling, and the reproduction script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nfcourse import objectives
+from nfcourse.models import VAE
+from nfcourse.train import (TrainingError, anneal_beta, evaluate, fit, load_checkpoint)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def synthetic(n=240, x_dim=12, seed=0):
+    """Binary data with structure: two prototypes, pixels flipped with probability 0.1."""
+    protos = torch.bernoulli(torch.full((2, x_dim), 0.5),
+                             generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(100 + seed)
+    which = torch.randint(0, 2, (n,), generator=g)
+    flip = torch.bernoulli(torch.full((n, x_dim), 0.1), generator=g)
+    return (protos[which] + flip) % 2
+
+
+def model(seed=0):
+    torch.manual_seed(seed)
+    return VAE(12, 2, 16)
+
+
+def run(tmp=None, seed=0, model_seed=0, **kwargs):
+    m = model(model_seed)
+    opts = dict(epochs=3, batch_size=32, lr=3e-3, seed=seed, progress=False)
+    opts.update(kwargs)
+    history = fit(m, synthetic(), synthetic(60, seed=1), checkpoint_dir=tmp, **opts)
+    return m, history
+
+
+def same_parameters(a, b) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(),
+                                                 b.state_dict().values()))
+
+
+def test_training_lowers_the_loss_and_raises_the_valid_bound():
+    m = model()
+    valid = synthetic(60, seed=1)
+    before = evaluate(m, valid)
+    m, history = run(epochs=5, lr=1e-2)
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert evaluate(m, valid) > before + 1.0
+    assert len(history.valid_bound) == 5 and history.stopped == "all 5 epochs done"
+
+
+def test_training_is_deterministic_with_a_seed():
+    a, ha = run(seed=3)
+    b, hb = run(seed=3)
+    c, hc = run(seed=4)
+    assert same_parameters(a, b) and ha.as_dict() | {"seconds": 0} == hb.as_dict() | {"seconds": 0}
+    assert not same_parameters(a, c)  # the seed matters (minibatch order and noise)
+
+
+def test_training_does_not_use_the_global_random_state():
+    torch.manual_seed(0)
+    a, _ = run()
+    torch.manual_seed(123)  # different global state, same fit seed (models built alike)
+    m = model(0)
+    torch.manual_seed(999)
+    fit(m, synthetic(), synthetic(60, seed=1), epochs=3, batch_size=32, lr=3e-3, progress=False)
+    assert same_parameters(a, m)
+
+
+def test_checkpoints_round_trip_with_weights_only(tmp_path):
+    m, history = run(tmp_path)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["history"]["valid_bound"] == history.valid_bound
+    assert best["epoch"] == history.best_epoch
+    fresh = model(seed=7)
+    assert not same_parameters(fresh, m)
+    fresh.load_state_dict(best["model"])
+    assert same_parameters(fresh, m)  # fit restores the best parameters, best.pt holds them
+    x = synthetic(10, seed=5)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.equal(objectives.elbo(fresh, x, generator=g()),
+                       objectives.elbo(m, x, generator=g()))
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    whole, h_whole = run(epochs=4)
+    # "interrupted" after 2 epochs: a time limit of 0 s stops at the first epoch's end,
+    # so stop with epochs=2 instead, then resume in a fresh process-like setting.
+    run(tmp_path, epochs=2)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    resumed, h_resumed = run(tmp_path, epochs=4, resume=True, model_seed=99)
+    assert same_parameters(whole, resumed)
+    assert h_resumed.valid_bound == h_whole.valid_bound
+    assert h_resumed.epoch == [1, 2, 3, 4]
+    # resuming a finished run does nothing more
+    again, h_again = run(tmp_path, epochs=4, resume=True, model_seed=5)
+    assert same_parameters(again, whole) and h_again.epoch == [1, 2, 3, 4]
+
+
+def test_time_limit_stops_mid_epoch_and_resume_goes_on(tmp_path):
+    _, h = run(tmp_path, epochs=4, time_limit=0)
+    assert h.epoch == [1] and h.step == [1]
+    assert h.stopped == "time limit of 0 s reached at step 1, 1 of 8 batches into epoch 1"
+    assert len(h.valid_bound) == 1  # validated and checkpointed all the same
+    resumed, h_resumed = run(tmp_path, epochs=4, resume=True)
+    assert h_resumed.epoch == [1, 2, 3, 4] and h_resumed.step == [1, 9, 17, 25]
+    assert h_resumed.stopped == "all 4 epochs done"
+
+
+def test_early_stopping_restores_the_best_parameters(tmp_path):
+    # lr = 0: nothing changes, so the validation bound (fixed noise) never improves
+    m, history = run(tmp_path, epochs=10, patience=2, lr=0.0)
+    assert history.epoch == [1, 2, 3] and history.best_epoch == 1
+    assert history.stopped.startswith("early stopping")
+    # and a run that does improve keeps the best epoch's parameters
+    m, history = run(tmp_path / "b", epochs=6, lr=0.05)
+    best = load_checkpoint(tmp_path / "b" / "best.pt")
+    assert best["epoch"] == history.best_epoch
+    fresh = model(1)
+    fresh.load_state_dict(best["model"])
+    assert same_parameters(fresh, m)
+
+
+def test_annealing_schedule():
+    assert anneal_beta(0) == 0.01 and anneal_beta(9_900) == 1.0 and anneal_beta(5_000) == 0.51
+    _, history = run(epochs=3, anneal=20)  # 8 steps per epoch: β after 8, 16, 24 steps
+    assert history.beta == [pytest.approx(0.01 + 8 / 20), pytest.approx(0.01 + 16 / 20), 1.0]
+    _, plain = run(epochs=3)
+    assert plain.beta == [1.0, 1.0, 1.0]
+    assert history.train_loss[0] != plain.train_loss[0]  # the objective did change
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def objective(model, x, beta, gen):
+        calls["n"] += 1
+        bound = objectives.elbo(model, x, generator=gen)
+        return bound * float("nan") if calls["n"] == 21 else bound  # steps 0..7 per epoch
+
+    m = model()
+    with pytest.raises(TrainingError, match=r"loss became nan at step 20 \(epoch 3, batch 5 of "
+                                            r"8\).*last good checkpoint.*end of epoch 2"):
+        fit(m, synthetic(), None, epochs=5, batch_size=32, objective=objective,
+            checkpoint_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # 0-based: epoch 2
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+
+
+def test_objectives_by_name_and_a_bad_name():
+    _, h = run(epochs=1, objective="iwae", k=3)
+    assert len(h.valid_bound) == 1
+    _, h = run(epochs=1, objective="reconstruction")
+    assert len(h.valid_bound) == 1
+    with pytest.raises(ValueError, match="objective='elbow'"):
+        run(epochs=1, objective="elbow")
+
+
+def test_max_steps():
+    _, h = run(epochs=10, max_steps=10)
+    assert h.step == [8, 10] and h.stopped == "max_steps=10 reached"
+
+
+@pytest.mark.skipif(not os.environ.get("NFCOURSE_DATA"), reason="needs NFCOURSE_DATA")
+def test_reproduction_script_runs_and_resumes(tmp_path):
+    """The full-scale command at toy size: 2000 images, 1 epoch, then resumed to 2."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "2000",
+           "--test-size", "50", "--nll-samples", "20", "--batch-size", "200", "--z-dim", "4",
+           "--hidden", "32", "--threads", "1", "--checkpoint-dir", str(tmp_path), "--resume"]
+    env = dict(os.environ, NFCOURSE_PROGRESS="0")
+    first = subprocess.run(cmd + ["--epochs", "1"], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr
+    second = subprocess.run(cmd + ["--epochs", "2"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stdout
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["epochs"] == 2 and result["nll_samples"] == 20
+    assert result["nll_test"] <= result["neg_elbo_test"] + 1.0  # IS tightens the bound
+    assert result["device"] == "cpu" and result["torch_threads"] == 1

@@ -1,0 +1,264 @@
+"""The VAE and its objectives: closed forms, bound ordering, the NLL estimator, seams, errors.
+
+The linear-Gaussian model p(z) = N(0, I), p(x | z) = N(W z + b, s² I) has the marginal
+N(b, W Wᵀ + s² I) and the posterior N(Λ⁻¹ Wᵀ (x − b) / s², Λ⁻¹) with Λ = I + Wᵀ W / s².
+With orthogonal columns in W, Λ is diagonal: the exact posterior is in the diagonal family,
+and a linear encoder can output it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import (Categorical, Independent, MixtureSameFamily,
+                                 MultivariateNormal, Normal, kl_divergence)
+
+from nfcourse import objectives
+from nfcourse.models import VAE, DiagonalGaussian, GaussianLikelihood, PointMass, StandardNormal
+
+F64 = torch.float64
+NOISE = 0.7
+
+
+def linear_gaussian(exact: bool = True, seed: int = 0, d_x: int = 4, d_z: int = 2):
+    """(model, exact marginal p(x), exact posterior (mean fn, var)); float64."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d_x, d_x, generator=g, dtype=F64))
+    scales = torch.tensor([2.0, 0.8, 1.3][:d_z], dtype=F64)
+    W = q[:, :d_z] * scales                       # orthogonal columns: Wᵀ W diagonal
+    b = torch.randn(d_x, generator=g, dtype=F64)
+    post_var = 1 / (1 + scales**2 / NOISE**2)     # Λ⁻¹, diagonal
+    gain = post_var[:, None] * W.T / NOISE**2     # μ(x) = gain (x − b)
+    encoder = nn.Linear(d_x, 2 * d_z).to(F64)
+    decoder = nn.Linear(d_z, d_x).to(F64)
+    with torch.no_grad():
+        decoder.weight.copy_(W)
+        decoder.bias.copy_(b)
+        enc_w, enc_b = gain.clone(), -gain @ b
+        log_var = post_var.log()
+        if not exact:  # a plausible but imperfect encoder
+            enc_w = 0.8 * enc_w + 0.05 * torch.randn(d_z, d_x, generator=g, dtype=F64)
+            enc_b = enc_b + 0.2
+            log_var = log_var + 0.4
+        encoder.weight.copy_(torch.cat([enc_w, torch.zeros(d_z, d_x, dtype=F64)]))
+        encoder.bias.copy_(torch.cat([enc_b, log_var]))
+    model = VAE(d_x, d_z, likelihood=GaussianLikelihood(NOISE), encoder=encoder,
+                decoder=decoder)
+    marginal = MultivariateNormal(b, W @ W.T + NOISE**2 * torch.eye(d_x, dtype=F64))
+    return model, marginal, (lambda x: (x - b) @ gain.T, post_var)
+
+
+def data(marginal, n=50, seed=1):
+    torch.manual_seed(seed)
+    return marginal.sample((n,))
+
+
+def tiny_vae(seed=0, x_dim=10, z_dim=3, hidden=16, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return VAE(x_dim, z_dim, hidden).to(dtype)
+
+
+def binary(n=64, x_dim=10, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.full((n, x_dim), 0.3), generator=g)
+
+
+# The ELBO in closed form ------------------------------------------------------------------
+
+def test_elbo_equals_log_marginal_when_posterior_is_exact():
+    model, marginal, _ = linear_gaussian(exact=True)
+    x = data(marginal)
+    exact = marginal.log_prob(x)
+    g = torch.Generator().manual_seed(0)
+    # log w = log p(x, z) − log q(z | x) = log p(x) for *every* z: exact with one sample.
+    assert torch.allclose(objectives.elbo(model, x, analytic_kl=False, generator=g), exact,
+                          atol=1e-10, rtol=0)
+    assert torch.allclose(objectives.iwae(model, x, k=7, generator=g), exact, atol=1e-10, rtol=0)
+    # The analytic-KL form agrees up to Monte Carlo error in E_q[log p(x | z)].
+    k = 4000
+    analytic = objectives.elbo(model, x, k=k, analytic_kl=True, generator=g).detach()
+    with torch.no_grad():
+        log_px_given_z = model(x, k)[0]
+    stderr = log_px_given_z.std(0) / math.sqrt(k)
+    assert ((analytic - exact).abs() < 5 * stderr).all()
+    assert (analytic - exact).abs().max() > 0  # it is an estimate, not the same code path
+
+
+def test_elbo_is_log_marginal_minus_kl_to_the_exact_posterior():
+    model, marginal, (post_mean, post_var) = linear_gaussian(exact=False)
+    x = data(marginal, n=20)
+    params = model.encode(x).detach()
+    q = model.posterior.distribution(params)
+    posterior = Independent(Normal(post_mean(x), post_var.sqrt().expand(len(x), -1)), 1)
+    expected = marginal.log_prob(x) - kl_divergence(q, posterior)
+    g = torch.Generator().manual_seed(1)
+    k = 20000
+    with torch.no_grad():
+        log_px_z, log_pz, log_q = model(x, k)
+    for analytic, terms in [(True, log_px_z), (False, log_px_z + log_pz - log_q)]:
+        est = objectives.elbo(model, x, k=k, analytic_kl=analytic, generator=g).detach()
+        stderr = terms.std(0) / math.sqrt(k)
+        assert ((est - expected).abs() < 5 * stderr).all(), analytic
+        # the tolerance is far tighter than the gap, so returning log p(x) would fail
+        assert (5 * stderr < 0.5 * (marginal.log_prob(x) - expected)).all()
+    gap = marginal.log_prob(x) - expected
+    assert gap.min() > 0.05  # the imperfect encoder leaves a visible gap
+
+
+def test_analytic_kl_matches_torch_distributions():
+    q = DiagonalGaussian()
+    params = torch.randn(6, 8, dtype=F64)
+    mu, log_var = q.split(params)
+    std_normal = Independent(Normal(torch.zeros(4, dtype=F64), torch.ones(4, dtype=F64)), 1)
+    expected = kl_divergence(q.distribution(params), std_normal)
+    assert torch.allclose(q.kl(params, StandardNormal(4).to(F64)), expected)
+    assert torch.allclose(q.kl(params, std_normal), expected)
+    assert torch.allclose(objectives.kl_std_normal(mu, log_var), expected)
+
+
+# Bounds and the NLL estimator -------------------------------------------------------------
+
+def test_bounds_are_ordered_in_expectation():
+    model = tiny_vae()
+    x = binary()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        reps = 100
+        elbo = torch.stack([objectives.elbo(model, x, generator=g) for _ in range(reps)])
+        iwae5 = torch.stack([objectives.iwae(model, x, 5, generator=g) for _ in range(reps)])
+        iwae50 = torch.stack([objectives.iwae(model, x, 50, generator=g) for _ in range(reps)])
+    means = [t.mean().item() for t in (elbo, iwae5, iwae50)]
+    stderr = [t.mean(1).std().item() / math.sqrt(reps) for t in (elbo, iwae5, iwae50)]
+    assert means[0] + 4 * (stderr[0] + stderr[1]) < means[1]
+    assert means[1] + 4 * (stderr[1] + stderr[2]) < means[2]
+    # and none exceeds the log-likelihood (estimated with many more samples)
+    log_px = objectives.log_marginal_is(model, x, samples=5000, generator=g, progress=False)
+    assert means[2] < log_px.mean().item()
+
+
+def test_iwae_bound_with_one_sample_is_the_mc_elbo():
+    model = tiny_vae()
+    x = binary()
+    log_w = objectives.log_weights(model, x, k=1, generator=torch.Generator().manual_seed(0))
+    mc = objectives.elbo(model, x, analytic_kl=False, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(objectives.iwae_bound(log_w), mc)
+
+
+def test_nll_estimator_matches_the_closed_form():
+    model, marginal, _ = linear_gaussian(exact=False, seed=4)
+    x = data(marginal, n=30, seed=5)
+    exact = marginal.log_prob(x)
+    g = torch.Generator().manual_seed(6)
+    est = objectives.log_marginal_is(model, x, samples=5000, batch_size=8, chunk_size=333,
+                                     generator=g, progress=False)
+    assert est.shape == (30,) and est.dtype == F64
+    assert (est - exact).abs().max() < 0.05
+    elbo = objectives.elbo(model, x, k=2000, generator=g).detach()
+    # the proposal q is visibly off (the ELBO is loose), yet the estimator is tight
+    assert (exact - elbo).mean() > 4 * (est - exact).abs().mean()
+
+
+def test_nll_estimator_does_not_depend_on_chunking():
+    model = tiny_vae()
+    x = binary(n=20)
+    a = objectives.log_marginal_is(model, x, samples=3000, chunk_size=3000, batch_size=20,
+                                   generator=torch.Generator().manual_seed(0), progress=False)
+    b = objectives.log_marginal_is(model, x, samples=3000, chunk_size=7, batch_size=6,
+                                   generator=torch.Generator().manual_seed(1), progress=False)
+    assert (a - b).abs().max() < 0.05
+    assert model.training  # mode restored
+
+
+# The seams ----------------------------------------------------------------------------------
+
+def test_diagonal_gaussian_log_prob_and_gradients():
+    q = DiagonalGaussian()
+    params = torch.randn(5, 6, requires_grad=True)
+    z, log_q = q.rsample_and_log_prob(params, k=3)
+    assert z.shape == (3, 5, 3) and log_q.shape == (3, 5)
+    assert torch.allclose(log_q, q.distribution(params).log_prob(z), atol=1e-5)
+    z.sum().backward()
+    assert params.grad is not None and params.grad.abs().sum() > 0
+
+
+def test_mixture_prior_plugs_in_with_a_monte_carlo_kl():
+    torch.manual_seed(0)
+    d = 3
+    mixture = MixtureSameFamily(Categorical(logits=torch.zeros(4)),
+                                Independent(Normal(torch.randn(4, d), torch.ones(4, d)), 1))
+    model = VAE(10, d, 16, prior=mixture)
+    x = binary()
+    bound = objectives.elbo(model, x)  # no closed-form KL: falls back to Monte Carlo
+    assert bound.shape == (64,) and torch.isfinite(bound).all()
+    with pytest.raises(NotImplementedError):
+        objectives.elbo(model, x, analytic_kl=True)
+    assert model.sample(5).shape == (5, 10)
+
+
+def test_torch_standard_normal_prior_gives_the_same_bound():
+    model = tiny_vae()
+    x = binary()
+    torch_prior = Independent(Normal(torch.zeros(3), torch.ones(3)), 1)
+    other = VAE(10, 3, 16, prior=torch_prior)
+    other.load_state_dict(model.state_dict())
+    a = objectives.elbo(model, x, generator=torch.Generator().manual_seed(0))
+    b = objectives.elbo(other, x, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_point_mass_posterior_is_an_autoencoder():
+    torch.manual_seed(0)
+    model = VAE(10, 3, 16, posterior=PointMass())
+    x = binary()
+    params = model.encode(x)
+    z, log_q = model.posterior.rsample_and_log_prob(params, k=2)
+    assert torch.equal(z[0], params) and torch.equal(z[1], params) and (log_q == 0).all()
+    rec = objectives.reconstruction(model, x)
+    assert torch.allclose(rec, objectives.bernoulli_log_likelihood(x, model.decode(params)))
+    with pytest.raises(NotImplementedError):
+        objectives.elbo(model, x, analytic_kl=True)
+
+
+def test_bernoulli_log_likelihood_matches_bce():
+    x = binary(n=8)
+    logits = 4 * torch.randn(8, 10)
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    assert torch.allclose(objectives.bernoulli_log_likelihood(x, logits), -bce, atol=1e-5)
+
+
+def test_float64_and_shapes():
+    model = tiny_vae(dtype=F64)
+    x = binary(n=7)  # float32 data are cast to the model's dtype
+    assert objectives.elbo(model, x).dtype == F64
+    assert objectives.iwae(model, x, 4).shape == (7,)
+    assert model.reconstruct(x).shape == (7, 10)
+    s = model.sample(4)
+    assert s.shape == (4, 10) and (s >= 0).all() and (s <= 1).all()
+    images = binary(n=3, x_dim=784)
+    big = VAE()
+    assert objectives.elbo(big, images.view(3, 28, 28)).shape == (3,)
+    assert objectives.elbo(big, images.view(3, 1, 28, 28)).shape == (3,)
+
+
+# Bad input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("x, message", [
+    (torch.rand(4, 9), r"batch of shape \[B, 10\].*got \[4, 9\]"),
+    (torch.rand(10), r"one image of shape \[10\]; use x\[None\]"),
+    (torch.rand(4, 2, 5, 3), r"got \[4, 2, 5, 3\]"),
+    (255 * binary(n=4), r"data in \[0, 1\], got values in \[0, 255\].*1/255"),
+    (binary(n=4) - 1, r"data in \[0, 1\], got values in \[-1, 0\]"),
+    (torch.full((2, 10), float("nan")), r"NaN"),
+])
+def test_bad_input_gets_a_clear_error(x, message):
+    model = tiny_vae()
+    with pytest.raises(ValueError, match=message):
+        objectives.elbo(model, x)
+
+
+def test_non_tensor_input_gets_a_clear_error():
+    with pytest.raises(TypeError, match="torch.Tensor, got list"):
+        tiny_vae().encode([[0.0] * 10])
