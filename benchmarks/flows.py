@@ -78,6 +78,25 @@ def _try_import(name: str):
 # builders: each returns (module holding the parameters, fn(x) -> (y, log_det)) or None
 # --------------------------------------------------------------------------------------
 
+def _chain(steps):
+    """Run maps x -> (y, log_det) one after the other, summing the log-dets."""
+    def run(x):
+        log_det = 0
+        for step in steps:
+            x, ld = step(x)
+            log_det = log_det + ld
+        return x, log_det
+    return run
+
+
+def _pyro_step(t):
+    """A pyro Transform as a map x -> (y, log_det)."""
+    def step(x):
+        y = t(x)
+        return y, t.log_abs_det_jacobian(x, y)
+    return step
+
+
 def build_planar(lib: str, dim: int, k: int):
     if lib == "nfcourse":
         flow = ours.Planar(dim, length=k)
@@ -86,25 +105,12 @@ def build_planar(lib: str, dim: int, k: int):
         import normflows as nf
         layers = torch.nn.ModuleList([nf.flows.Planar((dim,)) for _ in range(k)])
 
-        def run(x):
-            log_det = 0
-            for layer in layers:
-                x, ld = layer(x)
-                log_det = log_det + ld
-            return x, log_det
-        return layers, run
+        return layers, _chain(layers)
     if lib == "pyro":
         from pyro.distributions import transforms as T
         layers = torch.nn.ModuleList([T.Planar(dim) for _ in range(k)])
 
-        def run(x):
-            log_det = 0
-            for t in layers:
-                y = t(x)
-                log_det = log_det + t.log_abs_det_jacobian(x, y)
-                x = y
-            return x, log_det
-        return layers, run
+        return layers, _chain([_pyro_step(t) for t in layers])
     return None
 
 
@@ -122,13 +128,8 @@ def build_realnvp(lib: str, dim: int, n: int = 8, hidden: int = 64):
             layers += [nf.flows.AffineCouplingBlock(net), nf.flows.Permute(dim, mode="swap")]
         model = torch.nn.ModuleList(layers)
 
-        def run(x):  # NormalizingFlow.inverse_and_log_det, without its float32 accumulator
-            log_det = 0
-            for layer in reversed(model):
-                x, ld = layer.inverse(x)
-                log_det = log_det + ld
-            return x, log_det
-        return model, run
+        # NormalizingFlow.inverse_and_log_det, without its float32 accumulator
+        return model, _chain([layer.inverse for layer in reversed(model)])
     if lib == "zuko":
         import zuko
         flow = zuko.flows.RealNVP(dim, transforms=n, hidden_features=(hidden, hidden))
@@ -142,15 +143,7 @@ def build_realnvp(lib: str, dim: int, n: int = 8, hidden: int = 64):
             layers += [T.AffineCoupling(half, net), T.Permute(torch.arange(dim).flip(0))]
         params = torch.nn.ModuleList([t for t in layers if isinstance(t, torch.nn.Module)])
 
-        def run(x):
-            log_det = 0
-            for t in reversed(layers):
-                inv = t.inv
-                y = inv(x)
-                log_det = log_det + inv.log_abs_det_jacobian(x, y)
-                x = y
-            return x, log_det
-        return params, run
+        return params, _chain([_pyro_step(t.inv) for t in reversed(layers)])
     return None
 
 
@@ -166,13 +159,7 @@ def build_maf(lib: str, dim: int, n: int = 5, hidden: int = 64):
                                                 use_residual_blocks=False)
             for _ in range(n)])
 
-        def run(x):
-            log_det = 0
-            for layer in layers:
-                x, ld = layer(x)
-                log_det = log_det + ld
-            return x, log_det
-        return layers, run
+        return layers, _chain(layers)
     if lib == "zuko":
         import zuko
         flow = zuko.flows.MAF(dim, transforms=n, hidden_features=(hidden, hidden))
@@ -186,14 +173,7 @@ def build_maf(lib: str, dim: int, n: int = 5, hidden: int = 64):
             net = AutoRegressiveNN(dim, [hidden, hidden], permutation=order.flip(0) if i % 2 else order)
             layers.append(T.AffineAutoregressive(net))
 
-        def run(x):
-            log_det = 0
-            for t in layers:
-                y = t(x)
-                log_det = log_det + t.log_abs_det_jacobian(x, y)
-                x = y
-            return x, log_det
-        return layers, run
+        return layers, _chain([_pyro_step(t) for t in layers])
     return None
 
 
