@@ -14,13 +14,27 @@ validation set, :math:`\frac1N\sum_n \mathcal L(x_n)` at :math:`\beta = 1` with 
 noise, is recorded; training stops after ``patience`` epochs without a new best, and the
 best parameters are restored.
 
+Optionally (``ema=ρ``) the parameters are also averaged over the iterates (Polyak
+averaging with an exponential window, the usual remedy for the noise of a constant step
+size),
+
+.. math::
+
+    \bar\theta_t = \rho_t\, \bar\theta_{t-1} + (1 - \rho_t)\, \theta_t, \qquad
+    \rho_t = \min\big(\rho,\ (1 + t) / (10 + t)\big),
+
+and :math:`\bar\theta` is what is validated, kept as the best, and returned; Adam goes on
+from :math:`\theta`. (The short window of :math:`\rho_t` early on forgets the random
+initialisation.)
+
 Checkpoints (``checkpoint_dir``) are ``state_dict``\ s only, read back with
 ``torch.load(..., weights_only=True)``:
 
-- ``last.pt``: model, optimizer, epoch, step, history and the random number generators'
-  states, written atomically after every epoch. ``resume=True`` continues from it, and
+- ``last.pt``: model, optimizer, epoch, step, history, the averaged parameters (with
+  ``ema``) and the random number generators' states, written atomically after every epoch. ``resume=True`` continues from it, and
   the result is the same as a run that was never interrupted (on the CPU).
-- ``best.pt``: the model at the best validation bound so far, and its epoch.
+- ``best.pt``: the model at the best validation bound so far (the averaged one with
+  ``ema``), and its epoch.
 
 A NaN or inf loss stops training at once with a :class:`TrainingError` naming the step;
 the checkpoints on disk are those of the last good epoch.
@@ -136,9 +150,19 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+@torch.no_grad()
+def _average(averaged, model, rho: float) -> None:
+    """θ̄ ← ρ θ̄ + (1 − ρ) θ for the parameters; buffers are copied as they are."""
+    for p_bar, p in zip(averaged.parameters(), model.parameters()):
+        p_bar.lerp_(p, 1.0 - rho)
+    for b_bar, b in zip(averaged.buffers(), model.buffers()):
+        b_bar.copy_(b)
+
+
 def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: int = 10,
         batch_size: int = 100, lr: float = 1e-3, objective: str | Objective = "elbo",
         k: int = 1, anneal: bool | int = False, patience: int | None = None,
+        ema: float | None = None,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, seed: int = 0,
         max_steps: int | None = None, time_limit: float | None = None,
         valid_batch_size: int = 1000, loss_every: int = 50, progress: bool = True,
@@ -153,6 +177,8 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
       number of warm-up steps, ``False`` for β = 1.
     - ``patience``: stop after this many epochs without a better validation bound, and
       restore the best parameters (kept also when ``patience`` is None).
+    - ``ema``: the decay ρ of the parameter average :math:`\bar\theta` (e.g. 0.999: a
+      window of about 1000 steps); validation, ``best.pt`` and the returned model use it.
     - ``checkpoint_dir`` / ``resume``: see the module docstring. ``resume=True`` without a
       ``last.pt`` starts afresh.
     - ``max_steps`` / ``time_limit`` (seconds): stop after the step that reaches the limit,
@@ -163,6 +189,9 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
     """
     device = next(model.parameters()).device
     fn = _objective(objective, k)
+    if ema is not None and not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema={ema!r}: the decay of the parameter average must be in [0, 1), "
+                         "e.g. 0.999; pass None for no averaging")
     warmup = 10_000 if anneal is True else int(anneal) if anneal else 0
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     shuffle_gen = torch.Generator().manual_seed(seed)
@@ -175,6 +204,7 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         last_path, best_path = ckpt / "last.pt", ckpt / "best.pt"
+    state = None
     if resume and last_path is not None and last_path.exists():
         state = load_checkpoint(last_path, map_location=device)
         model.load_state_dict(state["model"])
@@ -192,6 +222,11 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
             epoch0 = epochs  # that run had converged; nothing left to do
         else:
             history.stopped = ""  # a time or step limit, or more epochs asked for: go on
+    averaged = None  # θ̄, a frozen copy of the model
+    if ema is not None:
+        averaged = copy.deepcopy(model).requires_grad_(False)
+        if state is not None and state.get("averaged") is not None:
+            averaged.load_state_dict(state["averaged"])
 
     n = train_data.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
@@ -223,6 +258,8 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if averaged is not None:
+                    _average(averaged, model, min(ema, (1 + step) / (10 + step)))
                 step += 1
                 epoch_loss += value * xb.shape[0]
                 running.append(value)
@@ -241,15 +278,16 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
             history.step.append(step)
             history.train_loss.append(epoch_loss / min(n, (b + 1) * batch_size))  # seen so far
             history.beta.append(anneal_beta(step, steps=warmup) if warmup else 1.0)
+            validated = averaged if averaged is not None else model
             if valid_data is not None:
-                valid = evaluate(model, valid_data, fn, k, valid_batch_size, seed=seed + 2)
+                valid = evaluate(validated, valid_data, fn, k, valid_batch_size, seed=seed + 2)
             else:
                 valid = -history.train_loss[-1]
             history.valid_bound.append(valid)
             history.seconds.append(elapsed0 + time.perf_counter() - started)
             if valid > history.best_valid:
                 history.best_valid, history.best_epoch, bad_epochs = valid, epoch + 1, 0
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(validated.state_dict())
                 if best_path is not None:
                     save_checkpoint(best_path, {"model": best_state, "epoch": epoch + 1,
                                                 "valid_bound": valid})
@@ -277,6 +315,7 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "epoch": epoch, "step": step, "bad_epochs": bad_epochs,
                     "history": history.as_dict(),
+                    "averaged": None if averaged is None else averaged.state_dict(),
                     "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state()},
                 })
             if history.stopped:

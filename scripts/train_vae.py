@@ -40,10 +40,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--z-dim", type=int, default=40)
     p.add_argument("--hidden", type=int, nargs="+", default=[400],
                    help="hidden units per layer of the encoder and decoder MLPs (default: 400)")
-    p.add_argument("--activation", default="relu")
+    p.add_argument("--activation", default="relu",
+                   choices=["relu", "tanh", "softplus", "elu", "gated"])
     p.add_argument("--anneal", nargs="?", type=int, const=10_000, default=0,
                    help="R&M's schedule beta_t = min(1, 0.01 + t/N) over N steps "
                         "(N = 10000 when given without a value)")
+    p.add_argument("--ema", type=float, default=None,
+                   help="validate, keep and evaluate a moving average of the parameters "
+                        "with this decay (e.g. 0.999)")
     p.add_argument("--k", type=int, default=1, help="posterior samples per ELBO estimate")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: epochs without a better validation ELBO")
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         history = fit(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, k=args.k, anneal=args.anneal, patience=args.patience,
+                      ema=args.ema,
                       checkpoint_dir=args.checkpoint_dir, resume=args.resume, seed=args.seed,
                       time_limit=None if args.time_limit is None else 60 * args.time_limit,
                       log=log).as_dict()
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
         "test_images": len(test), "train_images": len(train),
         "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
         "batch_size": args.batch_size, "lr": args.lr, "anneal_steps": args.anneal,
-        "patience": args.patience, "seed": args.seed,
+        "patience": args.patience, "ema": args.ema, "seed": args.seed,
         "device": str(device), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "command": " ".join(sys.argv),

@@ -139,6 +139,52 @@ def test_annealing_schedule():
     assert history.train_loss[0] != plain.train_loss[0]  # the objective did change
 
 
+def test_parameter_average_follows_its_formula(tmp_path):
+    """θ̄ after one epoch, recomputed by hand from the iterates θ_t the objective saw."""
+    seen = []
+
+    def objective(m, x, beta, gen):
+        if m.training:  # validation gets the averaged copy, in eval mode
+            seen.append([p.detach().clone() for p in m.parameters()])
+        return objectives.elbo(m, x, generator=gen)
+
+    rho = 0.8
+    m, history = run(tmp_path, epochs=1, objective=objective, ema=rho)
+    last = load_checkpoint(tmp_path / "last.pt")
+    thetas = seen + [list(last["model"].values())]  # θ_0 … θ_8 (8 steps)
+    assert len(thetas) == 9
+    theta_bar = thetas[0]
+    for t in range(8):
+        rho_t = min(rho, (1 + t) / (10 + t))
+        theta_bar = [rho_t * a + (1 - rho_t) * b for a, b in zip(theta_bar, thetas[t + 1])]
+    for expected, got, final in zip(theta_bar, last["averaged"].values(), thetas[-1]):
+        torch.testing.assert_close(got, expected)
+        assert not torch.allclose(got, final)  # an average, not the last iterate
+    # the averaged parameters are what was validated, kept and returned
+    for got, expected in zip(m.state_dict().values(), last["averaged"].values()):
+        assert torch.equal(got, expected)
+    assert history.best_epoch == 1
+
+
+def test_parameter_average_with_zero_decay_is_the_plain_run():
+    plain, h_plain = run(epochs=3)
+    averaged, h_averaged = run(epochs=3, ema=0.0)
+    assert same_parameters(plain, averaged) and h_plain.valid_bound == h_averaged.valid_bound
+
+
+def test_resume_with_a_parameter_average_continues_exactly(tmp_path):
+    whole, h_whole = run(epochs=4, ema=0.9)
+    run(tmp_path, epochs=2, ema=0.9)
+    resumed, h_resumed = run(tmp_path, epochs=4, ema=0.9, resume=True, model_seed=99)
+    assert same_parameters(whole, resumed) and h_resumed.valid_bound == h_whole.valid_bound
+
+
+@pytest.mark.parametrize("ema", [1.0, -0.1, 1.5])
+def test_a_bad_decay_gets_a_clear_error(ema):
+    with pytest.raises(ValueError, match=rf"ema={ema}: the decay .* must be in \[0, 1\)"):
+        run(epochs=1, ema=ema)
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     calls = {"n": 0}
 
@@ -175,7 +221,8 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     """The full-scale command at toy size: 2000 images, 1 epoch, then resumed to 2."""
     cmd = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "2000",
            "--test-size", "50", "--nll-samples", "20", "--batch-size", "200", "--z-dim", "4",
-           "--hidden", "32", "--threads", "1", "--checkpoint-dir", str(tmp_path), "--resume"]
+           "--hidden", "32", "16", "--activation", "gated", "--ema", "0.99", "--threads", "1",
+           "--checkpoint-dir", str(tmp_path), "--resume"]
     env = dict(os.environ, NFCOURSE_PROGRESS="0")
     first = subprocess.run(cmd + ["--epochs", "1"], capture_output=True, text=True, env=env,
                            timeout=300)
@@ -188,3 +235,5 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     assert result["epochs"] == 2 and result["nll_samples"] == 20
     assert result["nll_test"] <= result["neg_elbo_test"] + 1.0  # IS tightens the bound
     assert result["device"] == "cpu" and result["torch_threads"] == 1
+    assert result["hidden"] == [32, 16] and result["activation"] == "gated"
+    assert result["ema"] == 0.99

@@ -262,3 +262,18 @@ def test_bad_input_gets_a_clear_error(x, message):
 def test_non_tensor_input_gets_a_clear_error():
     with pytest.raises(TypeError, match="torch.Tensor, got list"):
         tiny_vae().encode([[0.0] * 10])
+
+
+def test_gated_mlp_layers_are_gated_linear_units():
+    from nfcourse.models.vae import mlp
+    net = mlp(6, [4, 3], 2, activation="gated")
+    shapes = [tuple(m.weight.shape) for m in net if isinstance(m, nn.Linear)]
+    assert shapes == [(8, 6), (6, 4), (2, 3)]  # each hidden layer: 2h outputs, halved by GLU
+    x = torch.randn(5, 6)
+    first = net[0](x)
+    torch.testing.assert_close(net[1](first), first[:, :4] * torch.sigmoid(first[:, 4:]))
+    assert net(x).shape == (5, 2)
+    vae = VAE(12, 2, [8, 8], activation="gated")
+    assert objectives.elbo(vae, torch.bernoulli(torch.full((3, 12), 0.5))).shape == (3,)
+    with pytest.raises(ValueError, match=r"activation='swish' is not one of .*'gated'"):
+        mlp(6, 4, 2, activation="swish")

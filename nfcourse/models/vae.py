@@ -61,12 +61,18 @@ __all__ = ["VAE", "DiagonalGaussian", "PointMass", "StandardNormal", "Bernoulli"
 
 LOG_2PI = math.log(2 * math.pi)
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU}
+# "gated": h = a ⊙ σ(b) with [a, b] = W x + c (gated linear units, Dauphin et al. 2017; the
+# MLPs of Tomczak & Welling's VampPrior VAE).
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
+                "gated": nn.GLU}
 
 
 def mlp(in_dim: int, hidden: int | Sequence[int], out_dim: int,
         activation: str = "relu") -> nn.Sequential:
     """A multilayer perceptron: ``Linear -> activation`` per hidden layer, then ``Linear``.
+
+    ``activation="gated"`` makes each hidden layer ``Linear(in, 2h) -> GLU``: ``h`` gated
+    units, twice the weights of a ReLU layer.
 
     >>> mlp(784, 400, 80)
     Sequential(
@@ -80,7 +86,8 @@ def mlp(in_dim: int, hidden: int | Sequence[int], out_dim: int,
     sizes = [hidden] if isinstance(hidden, int) else list(hidden)
     layers: list[nn.Module] = []
     for h in sizes:
-        layers += [nn.Linear(in_dim, h), _ACTIVATIONS[activation]()]
+        width = 2 * h if activation == "gated" else h  # GLU halves its input
+        layers += [nn.Linear(in_dim, width), _ACTIVATIONS[activation]()]
         in_dim = h
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
