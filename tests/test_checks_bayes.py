@@ -13,42 +13,15 @@ from torch.distributions import MultivariateNormal
 from nfcourse import bayes
 from nfcourse.checks import SelfCheckError
 from nfcourse.checks import bayes as check
+from selfcheck_contract import SelfCheckContract
 
 CHECKS = ["log_density_linear", "joint_table", "posterior", "log_likelihood", "mle",
           "posterior_params", "map_estimate", "kl_categorical", "kl_diag_std_normal",
           "elbo_conjugate"]
 
 
-@pytest.mark.parametrize("name", CHECKS)
-def test_reference_passes_with_one_line(name, capsys):
-    getattr(check, name)(getattr(bayes, name))
-    out = capsys.readouterr().out
-    assert out.startswith("✔ Exercise 1.") and out.count("\n") == 1, out
-
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_unfinished_stub_is_reported_not_raised(name, capsys):
-    def stub(*args, **kwargs):
-        raise NotImplementedError("Exercise not done yet: replace this line")
-    getattr(check, name)(stub)
-    out = capsys.readouterr().out
-    assert out.startswith("○ Exercise 1.") and "not attempted yet" in out, out
-
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_crash_is_reported_with_its_inputs(name):
-    def crash(*args, **kwargs):
-        raise ValueError("boom")
-    with pytest.raises(SelfCheckError, match=r"raised ValueError: boom\n  called with: \(tensor"):
-        getattr(check, name)(crash)
-
-
-def test_checks_do_not_touch_the_global_random_state():
-    torch.manual_seed(0)
-    before = torch.get_rng_state()
-    check.kl_diag_std_normal(bayes.kl_diag_std_normal)
-    check.posterior(bayes.posterior)
-    assert torch.equal(before, torch.get_rng_state())
+class TestSelfCheckContract(SelfCheckContract):
+    section, checks, references = "1", check, {name: getattr(bayes, name) for name in CHECKS}
 
 
 # Wrong answers, as a student might write them ------------------------------------------
