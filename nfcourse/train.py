@@ -40,13 +40,16 @@ A NaN or inf loss stops training at once with a :class:`TrainingError` naming th
 the checkpoints on disk are those of the last good epoch.
 
 Randomness comes from two generators seeded from ``seed`` (minibatch order on the CPU,
-posterior noise on the model's device), so a run is reproducible on the CPU for a fixed
-seed and does not disturb, or depend on, the global random state after the model is built.
+posterior noise on the model's device) and, for layers that draw from the global generator
+(dropout), a forked global state seeded from ``seed`` and saved in ``last.pt``. So a run is
+reproducible on the CPU for a fixed seed, resumes exactly, and does not disturb, or depend
+on, the global random state after the model is built.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import time
@@ -159,6 +162,19 @@ def _average(averaged, model, rho: float) -> None:
         b_bar.copy_(b)
 
 
+def _forked_global_rng(fit_fn):
+    """Run ``fit_fn`` on a fork of the global generator, seeded from ``seed``: dropout draws
+    from it, and training must neither disturb nor depend on the caller's random state."""
+    @functools.wraps(fit_fn)
+    def wrapper(model, *args, seed: int = 0, **kwargs):
+        device = next(model.parameters()).device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed + 3)
+            return fit_fn(model, *args, seed=seed, **kwargs)
+    return wrapper
+
+
+@_forked_global_rng
 def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: int = 10,
         batch_size: int = 100, lr: float = 1e-3, objective: str | Objective = "elbo",
         k: int = 1, anneal: bool | int = False, patience: int | None = None,
@@ -211,6 +227,10 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
         optimizer.load_state_dict(state["optimizer"])
         shuffle_gen.set_state(state["rng"]["shuffle"].cpu())
         noise_gen.set_state(state["rng"]["noise"].to(noise_gen.get_state().device))
+        if "global" in state["rng"]:
+            torch.set_rng_state(state["rng"]["global"].cpu())
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["global_cuda"].cpu(), device)
         history = History(**state["history"])
         stopped = history.stopped
         epoch0, step, bad_epochs = state["epoch"] + 1, state["step"], state["bad_epochs"]
@@ -316,7 +336,10 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
                     "epoch": epoch, "step": step, "bad_epochs": bad_epochs,
                     "history": history.as_dict(),
                     "averaged": None if averaged is None else averaged.state_dict(),
-                    "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state()},
+                    "rng": {"shuffle": shuffle_gen.get_state(), "noise": noise_gen.get_state(),
+                            "global": torch.get_rng_state(),
+                            **({"global_cuda": torch.cuda.get_rng_state(device)}
+                               if device.type == "cuda" else {})},
                 })
             if history.stopped:
                 break

@@ -45,6 +45,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--anneal", nargs="?", type=int, const=10_000, default=0,
                    help="R&M's schedule beta_t = min(1, 0.01 + t/N) over N steps "
                         "(N = 10000 when given without a value)")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout after each hidden layer of both MLPs, in training only")
     p.add_argument("--ema", type=float, default=None,
                    help="validate, keep and evaluate a moving average of the parameters "
                         "with this decay (e.g. 0.999)")
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     train = load_binarized_mnist("train")[:args.train_size]
     valid = load_binarized_mnist("valid")
     test = load_binarized_mnist("test")[:args.test_size]
-    model = VAE(784, args.z_dim, args.hidden, activation=args.activation).to(device)
+    model = VAE(784, args.z_dim, args.hidden, activation=args.activation,
+                dropout=args.dropout).to(device)
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "test_images": len(test), "train_images": len(train),
         "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
+        "dropout": args.dropout,
         "batch_size": args.batch_size, "lr": args.lr, "anneal_steps": args.anneal,
         "patience": args.patience, "ema": args.ema, "seed": args.seed,
         "device": str(device), "torch_threads": torch.get_num_threads(),

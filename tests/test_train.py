@@ -29,13 +29,13 @@ def synthetic(n=240, x_dim=12, seed=0):
     return (protos[which] + flip) % 2
 
 
-def model(seed=0):
+def model(seed=0, dropout=0.0):
     torch.manual_seed(seed)
-    return VAE(12, 2, 16)
+    return VAE(12, 2, 16, dropout=dropout)
 
 
-def run(tmp=None, seed=0, model_seed=0, **kwargs):
-    m = model(model_seed)
+def run(tmp=None, seed=0, model_seed=0, dropout=0.0, **kwargs):
+    m = model(model_seed, dropout)
     opts = dict(epochs=3, batch_size=32, lr=3e-3, seed=seed, progress=False)
     opts.update(kwargs)
     history = fit(m, synthetic(), synthetic(60, seed=1), checkpoint_dir=tmp, **opts)
@@ -183,6 +183,22 @@ def test_resume_with_a_parameter_average_continues_exactly(tmp_path):
 def test_a_bad_decay_gets_a_clear_error(ema):
     with pytest.raises(ValueError, match=rf"ema={ema}: the decay .* must be in \[0, 1\)"):
         run(epochs=1, ema=ema)
+
+
+def test_dropout_runs_are_reproducible_resumable_and_leave_the_global_state(tmp_path):
+    a, _ = run(epochs=4, dropout=0.3)
+    b = model(0, dropout=0.3)
+    torch.manual_seed(123)  # another caller state: neither used nor changed
+    before = torch.get_rng_state()
+    fit(b, synthetic(), synthetic(60, seed=1), epochs=4, batch_size=32, lr=3e-3,
+        progress=False)
+    assert torch.equal(torch.get_rng_state(), before) and same_parameters(a, b)
+    run(tmp_path, epochs=2, dropout=0.3)
+    resumed, _ = run(tmp_path, epochs=4, dropout=0.3, resume=True)
+    assert same_parameters(a, resumed)  # the forked state is checkpointed
+    c, _ = run(epochs=4, dropout=0.3, seed=1)
+    no_dropout, _ = run(epochs=4)
+    assert not same_parameters(a, c) and not same_parameters(a, no_dropout)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):

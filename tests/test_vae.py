@@ -277,3 +277,16 @@ def test_gated_mlp_layers_are_gated_linear_units():
     assert objectives.elbo(vae, torch.bernoulli(torch.full((3, 12), 0.5))).shape == (3,)
     with pytest.raises(ValueError, match=r"activation='swish' is not one of .*'gated'"):
         mlp(6, 4, 2, activation="swish")
+
+
+def test_dropout_acts_in_training_mode_only():
+    from nfcourse.models.vae import mlp
+    net = mlp(6, [32, 32], 2, dropout=0.5)
+    assert sum(isinstance(m, nn.Dropout) for m in net) == 2
+    x = torch.randn(4, 6)
+    assert not torch.equal(net(x), net(x))
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    assert not any(isinstance(m, nn.Dropout) for m in mlp(6, [32, 32], 2))
+    with pytest.raises(ValueError, match=r"dropout=1.0 must be in \[0, 1\)"):
+        mlp(6, 4, 2, dropout=1.0)

@@ -68,11 +68,12 @@ _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu"
 
 
 def mlp(in_dim: int, hidden: int | Sequence[int], out_dim: int,
-        activation: str = "relu") -> nn.Sequential:
+        activation: str = "relu", dropout: float = 0.0) -> nn.Sequential:
     """A multilayer perceptron: ``Linear -> activation`` per hidden layer, then ``Linear``.
 
     ``activation="gated"`` makes each hidden layer ``Linear(in, 2h) -> GLU``: ``h`` gated
-    units, twice the weights of a ReLU layer.
+    units, twice the weights of a ReLU layer. ``dropout > 0`` adds ``Dropout(dropout)`` after
+    each hidden layer (active in training mode only).
 
     >>> mlp(784, 400, 80)
     Sequential(
@@ -83,11 +84,15 @@ def mlp(in_dim: int, hidden: int | Sequence[int], out_dim: int,
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation={activation!r} is not one of {sorted(_ACTIVATIONS)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
     sizes = [hidden] if isinstance(hidden, int) else list(hidden)
     layers: list[nn.Module] = []
     for h in sizes:
         width = 2 * h if activation == "gated" else h  # GLU halves its input
         layers += [nn.Linear(in_dim, width), _ACTIVATIONS[activation]()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
         in_dim = h
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
@@ -269,7 +274,7 @@ class VAE(nn.Module):
     """
 
     def __init__(self, x_dim: int = 784, z_dim: int = 40, hidden: int | Sequence[int] = 400,
-                 *, activation: str = "relu", posterior: nn.Module | None = None,
+                 *, activation: str = "relu", dropout: float = 0.0, posterior: nn.Module | None = None,
                  prior=None, likelihood: nn.Module | None = None,
                  encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
@@ -278,9 +283,9 @@ class VAE(nn.Module):
         self.prior = prior if prior is not None else StandardNormal(z_dim)
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.encoder = encoder if encoder is not None else mlp(
-            x_dim, hidden, self.posterior.param_dim(z_dim), activation)
+            x_dim, hidden, self.posterior.param_dim(z_dim), activation, dropout)
         self.decoder = decoder if decoder is not None else mlp(
-            z_dim, hidden, self.likelihood.param_dim(x_dim), activation)
+            z_dim, hidden, self.likelihood.param_dim(x_dim), activation, dropout)
 
     # Input checks: the one place that turns bad data into a clear message.
     def prepare(self, x: Tensor) -> Tensor:
