@@ -31,8 +31,9 @@ Checkpoints (``checkpoint_dir``) are ``state_dict``\ s only, read back with
 ``torch.load(..., weights_only=True)``:
 
 - ``last.pt``: model, optimizer, epoch, step, history, the averaged parameters (with
-  ``ema``) and the random number generators' states, written atomically after every epoch. ``resume=True`` continues from it, and
-  the result is the same as a run that was never interrupted (on the CPU).
+  ``ema``) and the random number generators' states, written atomically after every epoch.
+  ``resume=True`` continues from it, and the result is the same as a run that was never
+  interrupted (on the CPU).
 - ``best.pt``: the model at the best validation bound so far (the averaged one with
   ``ema``), and its epoch.
 

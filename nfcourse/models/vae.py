@@ -274,8 +274,8 @@ class VAE(nn.Module):
     """
 
     def __init__(self, x_dim: int = 784, z_dim: int = 40, hidden: int | Sequence[int] = 400,
-                 *, activation: str = "relu", dropout: float = 0.0, posterior: nn.Module | None = None,
-                 prior=None, likelihood: nn.Module | None = None,
+                 *, activation: str = "relu", dropout: float = 0.0,
+                 posterior: nn.Module | None = None, prior=None, likelihood: nn.Module | None = None,
                  encoder: nn.Module | None = None, decoder: nn.Module | None = None):
         super().__init__()
         self.x_dim, self.z_dim = x_dim, z_dim
