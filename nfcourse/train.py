@@ -230,7 +230,7 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
         noise_gen.set_state(state["rng"]["noise"].to(noise_gen.get_state().device))
         if "global" in state["rng"]:
             torch.set_rng_state(state["rng"]["global"].cpu())
-            if device.type == "cuda":
+            if device.type == "cuda" and "global_cuda" in state["rng"]:  # else begun on a CPU
                 torch.cuda.set_rng_state(state["rng"]["global_cuda"].cpu(), device)
         history = History(**state["history"])
         stopped = history.stopped
