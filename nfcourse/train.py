@@ -27,6 +27,15 @@ and :math:`\bar\theta` is what is validated, kept as the best, and returned; Ada
 from :math:`\theta`. (The short window of :math:`\rho_t` early on forgets the random
 initialisation.)
 
+Optionally the step size decays in steps (``lr_milestones``, ``lr_gamma``): in epoch
+:math:`e` (counted from 1) Adam uses
+
+.. math::
+
+    \eta_e = \eta\, \gamma^{\,|\{m \in \text{milestones}:\ m < e\}|},
+
+a function of the epoch alone, so a resumed run follows the same schedule.
+
 Checkpoints (``checkpoint_dir``) are ``state_dict``\ s only, read back with
 ``torch.load(..., weights_only=True)``:
 
@@ -179,7 +188,8 @@ def _forked_global_rng(fit_fn):
 def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: int = 10,
         batch_size: int = 100, lr: float = 1e-3, objective: str | Objective = "elbo",
         k: int = 1, anneal: bool | int = False, patience: int | None = None,
-        ema: float | None = None,
+        ema: float | None = None, lr_milestones: tuple[int, ...] | list[int] = (),
+        lr_gamma: float = 0.1,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, seed: int = 0,
         max_steps: int | None = None, time_limit: float | None = None,
         valid_batch_size: int = 1000, loss_every: int = 50, progress: bool = True,
@@ -196,6 +206,9 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
       restore the best parameters (kept also when ``patience`` is None).
     - ``ema``: the decay ρ of the parameter average :math:`\bar\theta` (e.g. 0.999: a
       window of about 1000 steps); validation, ``best.pt`` and the returned model use it.
+    - ``lr_milestones`` / ``lr_gamma``: multiply the step size by ``lr_gamma`` after each
+      of these epochs (see the module docstring); ``lr`` is the step size before the
+      first. The schedule is applied on resume too, whatever step size the checkpoint had.
     - ``checkpoint_dir`` / ``resume``: see the module docstring. ``resume=True`` without a
       ``last.pt`` starts afresh.
     - ``max_steps`` / ``time_limit`` (seconds): stop after the step that reaches the limit,
@@ -209,6 +222,11 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
     if ema is not None and not 0.0 <= ema < 1.0:
         raise ValueError(f"ema={ema!r}: the decay of the parameter average must be in [0, 1), "
                          "e.g. 0.999; pass None for no averaging")
+    milestones = sorted(int(m) for m in lr_milestones)
+    if any(m < 1 for m in milestones) or not 0.0 < lr_gamma <= 1.0:
+        raise ValueError(f"lr_milestones={list(lr_milestones)!r}, lr_gamma={lr_gamma!r}: the "
+                         "milestones are epoch numbers >= 1 and the decay factor is in (0, 1], "
+                         "e.g. lr_milestones=[300], lr_gamma=0.3")
     warmup = 10_000 if anneal is True else int(anneal) if anneal else 0
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     shuffle_gen = torch.Generator().manual_seed(seed)
@@ -261,6 +279,9 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
     model.train()
     try:
         for epoch in range(epoch0, epochs):
+            lr_epoch = lr * lr_gamma ** sum(m <= epoch for m in milestones)  # epoch + 1 > m
+            for group in optimizer.param_groups:
+                group["lr"] = lr_epoch
             perm = torch.randperm(n, generator=shuffle_gen)
             epoch_loss, running = 0.0, []
             for b in range(steps_per_epoch):
@@ -329,7 +350,7 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
                 history.stopped = f"all {epochs} epochs done"
             if log:
                 log(f"epoch {epoch + 1:4d}  step {step:7d}  train loss {history.train_loss[-1]:8.3f}"
-                    f"  valid bound {valid:9.3f}  beta {history.beta[-1]:.2f}"
+                    f"  valid bound {valid:9.3f}  beta {history.beta[-1]:.2f}  lr {lr_epoch:.1e}"
                     f"  {history.seconds[-1]:7.0f} s")
             if last_path is not None:
                 save_checkpoint(last_path, {

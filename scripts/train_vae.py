@@ -55,6 +55,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=None,
                    help="validate, keep and evaluate a moving average of the parameters "
                         "with this decay (e.g. 0.999)")
+    p.add_argument("--lr-milestones", type=int, nargs="+", default=[],
+                   help="multiply the learning rate by --lr-gamma after each of these epochs")
+    p.add_argument("--lr-gamma", type=float, default=0.1)
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="stop training after this many steps (then evaluate as usual)")
     p.add_argument("--k", type=int, default=1, help="posterior samples per ELBO estimate")
     p.add_argument("--patience", type=int, default=None,
                    help="early stopping: epochs without a better validation ELBO")
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         history = fit(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, k=args.k, anneal=args.anneal, patience=args.patience,
-                      ema=args.ema,
+                      ema=args.ema, lr_milestones=args.lr_milestones, lr_gamma=args.lr_gamma,
+                      max_steps=args.max_steps,
                       checkpoint_dir=args.checkpoint_dir, resume=args.resume, seed=args.seed,
                       time_limit=None if args.time_limit is None else 60 * args.time_limit,
                       log=log).as_dict()
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
         "test_images": len(test), "train_images": len(train),
         "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
         "dropout": args.dropout,
-        "batch_size": args.batch_size, "lr": args.lr, "anneal_steps": args.anneal,
+        "batch_size": args.batch_size, "lr": args.lr,
+        "lr_milestones": args.lr_milestones, "lr_gamma": args.lr_gamma, "anneal_steps": args.anneal,
         "patience": args.patience, "ema": args.ema, "seed": args.seed,
         "device": str(device), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),

@@ -226,6 +226,33 @@ def test_objectives_by_name_and_a_bad_name():
         run(epochs=1, objective="elbow")
 
 
+def test_step_size_follows_its_schedule(tmp_path):
+    lines = []
+    run(epochs=4, lr=1e-2, lr_milestones=[3, 1], lr_gamma=0.5, log=lines.append)
+    assert [line.split("lr ")[-1].split()[0] for line in lines] == ["1.0e-02", "5.0e-03", "5.0e-03",
+                                                         "2.5e-03"]
+    # a step size of ~1e-32 after epoch 2 leaves the raw parameters of epoch 2 unchanged
+    run(tmp_path / "a", epochs=2)
+    run(tmp_path / "b", epochs=4, lr_milestones=[2], lr_gamma=1e-30)
+    a, b = (load_checkpoint(tmp_path / d / "last.pt")["model"] for d in "ab")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_resume_follows_the_step_size_schedule_exactly(tmp_path):
+    whole, h_whole = run(epochs=4, lr_milestones=[2], lr_gamma=0.3)
+    run(tmp_path, epochs=2, lr_milestones=[2], lr_gamma=0.3)  # saved with the undecayed lr
+    resumed, h_resumed = run(tmp_path, epochs=4, lr_milestones=[2], lr_gamma=0.3, resume=True,
+                             model_seed=99)
+    assert same_parameters(whole, resumed) and h_resumed.valid_bound == h_whole.valid_bound
+
+
+@pytest.mark.parametrize("bad", [dict(lr_milestones=[0]), dict(lr_gamma=0.0),
+                                 dict(lr_gamma=1.5)])
+def test_a_bad_schedule_gets_a_clear_error(bad):
+    with pytest.raises(ValueError, match=r"milestones are epoch numbers >= 1 and the decay"):
+        run(epochs=1, **bad)
+
+
 def test_max_steps():
     _, h = run(epochs=10, max_steps=10)
     assert h.step == [8, 10] and h.stopped == "max_steps=10 reached"
@@ -237,6 +264,7 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     cmd = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "2000",
            "--test-size", "50", "--nll-samples", "20", "--batch-size", "200", "--z-dim", "4",
            "--hidden", "32", "16", "--activation", "gated", "--ema", "0.99", "--threads", "1",
+           "--lr-milestones", "1", "--lr-gamma", "0.5",
            "--checkpoint-dir", str(tmp_path), "--resume"]
     env = dict(os.environ, NFCOURSE_PROGRESS="0")
     first = subprocess.run(cmd + ["--epochs", "1"], capture_output=True, text=True, env=env,
@@ -252,3 +280,5 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     assert result["device"] == "cpu" and result["torch_threads"] == 1
     assert result["hidden"] == [32, 16] and result["activation"] == "gated"
     assert result["ema"] == 0.99
+    assert result["lr_milestones"] == [1] and result["lr_gamma"] == 0.5
+    assert "lr 1.0e-03" in first.stdout and "lr 5.0e-04" in second.stdout
