@@ -68,6 +68,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nll-samples", type=int, default=5000,
                    help="importance samples S per test image for the NLL (0 to skip)")
     p.add_argument("--nll-batch-size", type=int, default=100)
+    p.add_argument("--proposal", choices=["encoder", "refined", "both"], default="encoder",
+                   help="the importance sampling proposal for the NLL: q with the encoder's "
+                        "parameters, or with parameters refined per test image by gradient "
+                        "ascent on its ELBO (the model is unchanged; see "
+                        "nfcourse.objectives.refine_posterior), or both")
+    p.add_argument("--refine-steps", type=int, default=100)
+    p.add_argument("--refine-lr", type=float, default=3e-2)
+    p.add_argument("--refine-k", type=int, default=5, help="draws per refinement step")
     p.add_argument("--train-size", type=int, default=None, help="use the first N training images")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--checkpoint-dir", default=None)
@@ -129,13 +137,22 @@ def main(argv: list[str] | None = None) -> dict:
         "train_seconds": round(train_seconds, 1),
     }
     if args.nll_samples:
-        gen = torch.Generator(device=device).manual_seed(args.seed + 4)
-        t_nll = time.perf_counter()
-        log_px = objectives.log_marginal_is(model, test, samples=args.nll_samples,
-                                            batch_size=args.nll_batch_size, generator=gen)
-        result["nll_test"] = round(-log_px.mean().item(), 3)
-        result["nll_stderr"] = round(log_px.std().item() / len(log_px) ** 0.5, 3)
-        result["nll_seconds"] = round(time.perf_counter() - t_nll, 1)
+        for proposal in (["encoder", "refined"] if args.proposal == "both" else [args.proposal]):
+            key = "nll_test" if proposal == "encoder" else "nll_test_refined"
+            refine = args.refine_steps if proposal == "refined" else 0
+            gen = torch.Generator(device=device).manual_seed(args.seed + 4)
+            t_nll = time.perf_counter()
+            log_px = objectives.log_marginal_is(
+                model, test, samples=args.nll_samples, batch_size=args.nll_batch_size,
+                generator=gen, refine_steps=refine, refine_lr=args.refine_lr,
+                refine_k=args.refine_k)
+            result[key] = round(-log_px.mean().item(), 3)
+            result[key.replace("_test", "") + "_stderr"] = round(
+                log_px.std().item() / len(log_px) ** 0.5, 3)
+            result[key.replace("_test", "") + "_seconds"] = round(time.perf_counter() - t_nll, 1)
+        if args.proposal != "encoder":
+            result.update(refine_steps=args.refine_steps, refine_lr=args.refine_lr,
+                          refine_k=args.refine_k)
     result.update({
         "eval_seconds": round(time.perf_counter() - t_eval, 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),

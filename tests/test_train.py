@@ -270,13 +270,17 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     first = subprocess.run(cmd + ["--epochs", "1"], capture_output=True, text=True, env=env,
                            timeout=300)
     assert first.returncode == 0, first.stderr
-    second = subprocess.run(cmd + ["--epochs", "2"], capture_output=True, text=True, env=env,
+    second = subprocess.run(cmd + ["--epochs", "2", "--proposal", "both", "--refine-steps", "20"],
+                            capture_output=True, text=True, env=env,
                             timeout=300)
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stdout
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["epochs"] == 2 and result["nll_samples"] == 20
     assert result["nll_test"] <= result["neg_elbo_test"] + 1.0  # IS tightens the bound
+    # the refined proposal estimates the same model's NLL, no worse than the encoder's
+    assert result["nll_test_refined"] <= result["nll_test"] + 0.5
+    assert result["refine_steps"] == 20 and result["nll_refined_stderr"] > 0
     assert result["device"] == "cpu" and result["torch_threads"] == 1
     assert result["hidden"] == [32, 16] and result["activation"] == "gated"
     assert result["ema"] == 0.99
