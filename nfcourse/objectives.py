@@ -202,9 +202,11 @@ def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: in
     was_training = model.training
     model.eval()
     try:
+        x = model.prepare(x)
+        with torch.no_grad():
+            lam = model.encoder(x)
         with torch.enable_grad():
-            x = model.prepare(x)
-            lam = model.encoder(x).detach().requires_grad_(True)
+            lam.requires_grad_(True)
             optimizer = torch.optim.Adam([lam], lr=lr)
             for _ in range(steps):
                 z, log_q = _rsample(model, lam, k, generator)
