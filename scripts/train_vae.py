@@ -158,10 +158,12 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "test_images": len(test), "train_images": len(train),
         "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
-        "dropout": args.dropout,
-        "batch_size": args.batch_size, "lr": args.lr,
-        "lr_milestones": args.lr_milestones, "lr_gamma": args.lr_gamma, "anneal_steps": args.anneal,
-        "patience": args.patience, "ema": args.ema, "seed": args.seed,
+        "dropout": args.dropout, "seed": args.seed,
+        # the training settings are not in the checkpoint: --eval-only cannot vouch for them
+        **({"evaluated": str(Path(args.checkpoint_dir) / "best.pt")} if args.eval_only else {
+            "batch_size": args.batch_size, "lr": args.lr, "lr_milestones": args.lr_milestones,
+            "lr_gamma": args.lr_gamma, "anneal_steps": args.anneal, "patience": args.patience,
+            "ema": args.ema}),
         "device": str(device), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "command": " ".join(sys.argv),

@@ -286,3 +286,12 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     assert result["ema"] == 0.99
     assert result["lr_milestones"] == [1] and result["lr_gamma"] == 0.5
     assert "lr 1.0e-03" in first.stdout and "lr 5.0e-04" in second.stdout
+    # --eval-only evaluates best.pt and does not claim training settings it cannot know
+    third = subprocess.run(cmd + ["--eval-only", "--proposal", "refined", "--refine-steps", "5",
+                                  "--output", str(tmp_path / "eval.json")],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert third.returncode == 0, third.stderr
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["evaluated"] == str(tmp_path / "best.pt") and "lr" not in evaluated
+    assert evaluated["nll_test"] is None and evaluated["nll_test_refined"] > 0
+    assert evaluated["epochs"] == 2 and evaluated["neg_elbo_test"] == result["neg_elbo_test"]
