@@ -2,16 +2,16 @@
 
 The full-scale reproduction of the "DLGM diagonal covariance" row of Rezende & Mohamed
 (2015), Table 2 (-ln p(x) <= 89.9 nats), with z = 40 and MLPs of 400 hidden units. Our best
-CPU run (run K in docs/vae.md, with the runs that did worse): test NLL 90.21 with the
-encoder's proposal, 89.56 with the refined one (S = 5000), after 50 minutes on one thread::
+CPU run (run K in docs/vae.md, with the runs that did worse): test NLL 90.03 with the
+encoder's proposal, 89.33 with the refined one (S = 5000), after 71 minutes on one thread
+(early stopping after 723 epochs)::
 
     NFCOURSE_DATA=../shared/data python scripts/train_vae.py \\
-        --epochs 483 --batch-size 100 --lr 3e-4 --anneal --ema 0.999 --patience 50 \\
+        --epochs 2000 --batch-size 100 --lr 3e-4 --anneal --ema 0.999 --patience 50 \\
         --activation tanh --threads 1 --nll-samples 5000 --proposal both \\
         --checkpoint-dir runs/vae_full --resume --seed 0
 
-(on a GPU, drop ``--threads`` and raise ``--epochs``: that run was still improving when it
-was stopped).
+(on a GPU, drop ``--threads``).
 
 Re-running the same command after an interruption continues from the last epoch
 (``--resume``). The result (-ELBO and NLL on the 10000 test images, epochs, compute) is
