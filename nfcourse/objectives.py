@@ -142,11 +142,14 @@ def _rsample(model, params: Tensor, k: int, generator: torch.Generator | None):
     return model.posterior.rsample_and_log_prob(params, k, generator=generator)
 
 
-def log_weights(model, x: Tensor, k: int = 1,
-                generator: torch.Generator | None = None) -> Tensor:
-    """log p(x, z_s) − log q(z_s | x) for k reparameterised draws per point: ``[k, B]``."""
+def log_weights(model, x: Tensor, k: int = 1, generator: torch.Generator | None = None,
+                params: Tensor | None = None) -> Tensor:
+    """log p(x, z_s) − log q(z_s | x) for k reparameterised draws per point: ``[k, B]``.
+
+    ``params``: the posterior's parameters λ (``[B, P]``); default the encoder's, λ = enc(x).
+    """
     x = model.prepare(x)
-    z, log_q = _rsample(model, model.encoder(x), k, generator)
+    z, log_q = _rsample(model, model.encoder(x) if params is None else params, k, generator)
     return model.log_joint(x, z) - log_q
 
 
@@ -209,8 +212,7 @@ def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: in
             lam.requires_grad_(True)
             optimizer = torch.optim.Adam([lam], lr=lr)
             for _ in range(steps):
-                z, log_q = _rsample(model, lam, k, generator)
-                neg_elbo = -(model.log_joint(x, z) - log_q).mean(0).sum()
+                neg_elbo = -log_weights(model, x, k, generator, params=lam).mean(0).sum()
                 lam.grad, = torch.autograd.grad(neg_elbo, lam)  # λ only, not θ or φ
                 optimizer.step()
     finally:

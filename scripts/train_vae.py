@@ -138,9 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
         "train_seconds": round(train_seconds, 1),
     }
     if args.nll_samples:
+        # result keys (mean, standard error, seconds) and refinement steps of each proposal
+        names = {"encoder": ("nll_test", "nll_stderr", "nll_seconds", 0),
+                 "refined": ("nll_test_refined", "nll_refined_stderr", "nll_refined_seconds",
+                             args.refine_steps)}
         for proposal in (["encoder", "refined"] if args.proposal == "both" else [args.proposal]):
-            key = "nll_test" if proposal == "encoder" else "nll_test_refined"
-            refine = args.refine_steps if proposal == "refined" else 0
+            key, stderr_key, seconds_key, refine = names[proposal]
             gen = torch.Generator(device=device).manual_seed(args.seed + 4)
             t_nll = time.perf_counter()
             log_px = objectives.log_marginal_is(
@@ -148,9 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
                 generator=gen, refine_steps=refine, refine_lr=args.refine_lr,
                 refine_k=args.refine_k)
             result[key] = round(-log_px.mean().item(), 3)
-            result[key.replace("_test", "") + "_stderr"] = round(
-                log_px.std().item() / len(log_px) ** 0.5, 3)
-            result[key.replace("_test", "") + "_seconds"] = round(time.perf_counter() - t_nll, 1)
+            result[stderr_key] = round(log_px.std().item() / len(log_px) ** 0.5, 3)
+            result[seconds_key] = round(time.perf_counter() - t_nll, 1)
         if args.proposal != "encoder":
             result.update(refine_steps=args.refine_steps, refine_lr=args.refine_lr,
                           refine_k=args.refine_k)

@@ -586,15 +586,10 @@ with torch.no_grad():
 lam_refined = objectives.refine_posterior(vae, x_gap, steps=pick(full=100, fast=20),
                                           generator=gen)
 
-
-def elbo_at(lam, k=200):
-    """The ELBO of q_λ for each image of x_gap, with k draws (so nearly its expectation)."""
-    with torch.no_grad():
-        z, log_q = vae.posterior.rsample_and_log_prob(lam, k, generator=gen)
-        return (vae.log_joint(x_gap, z) - log_q).mean(0)
-
-
-amortization_gap = (elbo_at(lam_refined) - elbo_at(lam_encoder)).mean().item()
+with torch.no_grad():  # each ELBO with 200 draws, so nearly its expectation
+    elbo_encoder, elbo_refined = (objectives.log_weights(vae, x_gap, 200, gen, params=lam).mean(0)
+                                  for lam in (lam_encoder, lam_refined))
+amortization_gap = (elbo_refined - elbo_encoder).mean().item()
 nll_encoder, nll_refined = (-objectives.log_marginal_is(
     vae, x_gap, samples=NLL_S, refine_steps=steps, progress=False,
     generator=torch.Generator(device).manual_seed(6)).mean().item()
