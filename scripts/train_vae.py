@@ -46,6 +46,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--z-dim", type=int, default=40)
     p.add_argument("--hidden", type=int, nargs="+", default=[400],
                    help="hidden units per layer of the encoder and decoder MLPs (default: 400)")
+    p.add_argument("--encoder-hidden", type=int, nargs="+", default=None,
+                   help="hidden units per layer of the encoder only (default: --hidden)")
     p.add_argument("--activation", default="relu",
                    choices=["relu", "tanh", "softplus", "elu", "gated"])
     p.add_argument("--anneal", nargs="?", type=int, const=10_000, default=0,
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     train = load_binarized_mnist("train")[:args.train_size]
     valid = load_binarized_mnist("valid")
     test = load_binarized_mnist("test")[:args.test_size]
-    model = VAE(784, args.z_dim, args.hidden, activation=args.activation,
+    model = VAE(784, args.z_dim, args.hidden, encoder_hidden=args.encoder_hidden,
+                activation=args.activation,
                 dropout=args.dropout).to(device)
 
     def log(line: str) -> None:
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
         "eval_seconds": round(time.perf_counter() - t_eval, 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "test_images": len(test), "train_images": len(train),
-        "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
+        "z_dim": args.z_dim, "hidden": args.hidden,
+        "encoder_hidden": args.encoder_hidden or args.hidden, "activation": args.activation,
         "dropout": args.dropout, "seed": args.seed,
         # the training settings are not in the checkpoint: --eval-only cannot vouch for them
         **({"evaluated": str(Path(args.checkpoint_dir) / "best.pt")} if args.eval_only else {

@@ -263,7 +263,7 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     """The full-scale command at toy size: 2000 images, 1 epoch, then resumed to 2."""
     cmd = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "2000",
            "--test-size", "50", "--nll-samples", "20", "--batch-size", "200", "--z-dim", "4",
-           "--hidden", "32", "16", "--activation", "gated", "--ema", "0.99", "--threads", "1",
+           "--hidden", "32", "16", "--encoder-hidden", "24", "--activation", "gated", "--ema", "0.99", "--threads", "1",
            "--lr-milestones", "1", "--lr-gamma", "0.5",
            "--checkpoint-dir", str(tmp_path), "--resume"]
     env = dict(os.environ, NFCOURSE_PROGRESS="0")
@@ -283,6 +283,7 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     assert result["refine_steps"] == 20 and result["nll_refined_stderr"] > 0
     assert result["device"] == "cpu" and result["torch_threads"] == 1
     assert result["hidden"] == [32, 16] and result["activation"] == "gated"
+    assert result["encoder_hidden"] == [24]
     assert result["ema"] == 0.99
     assert result["lr_milestones"] == [1] and result["lr_gamma"] == 0.5
     assert "lr 1.0e-03" in first.stdout and "lr 5.0e-04" in second.stdout

@@ -330,6 +330,17 @@ def test_gated_mlp_layers_are_gated_linear_units():
         mlp(6, 4, 2, activation="swish")
 
 
+def test_encoder_can_have_its_own_sizes():
+    vae = VAE(12, 2, [8], encoder_hidden=[16, 5])
+    sizes = lambda net: [tuple(m.weight.shape) for m in net if isinstance(m, nn.Linear)]
+    assert sizes(vae.encoder) == [(16, 12), (5, 16), (4, 5)]   # λ = (μ, log σ²): 2 × 2
+    assert sizes(vae.decoder) == [(8, 2), (12, 8)]
+    assert sizes(VAE(12, 2, [8]).encoder) == [(8, 12), (4, 8)]   # default: the decoder's
+    assert objectives.elbo(vae, torch.bernoulli(torch.full((3, 12), 0.5))).shape == (3,)
+    with pytest.raises(ValueError, match="either encoder= .* or encoder_hidden="):
+        VAE(12, 2, 8, encoder=nn.Linear(12, 4), encoder_hidden=[16])
+
+
 def test_dropout_acts_in_training_mode_only():
     from nfcourse.models.vae import mlp
     net = mlp(6, [32, 32], 2, dropout=0.5)
