@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     valid = load_binarized_mnist("valid")
     test = load_binarized_mnist("test")[:args.test_size]
     model = VAE(784, args.z_dim, args.hidden, encoder_hidden=args.encoder_hidden,
-                activation=args.activation,
-                dropout=args.dropout).to(device)
+                activation=args.activation, dropout=args.dropout).to(device)
 
     def log(line: str) -> None:
         print(line, flush=True)

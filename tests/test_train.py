@@ -263,7 +263,8 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     """The full-scale command at toy size: 2000 images, 1 epoch, then resumed to 2."""
     cmd = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "2000",
            "--test-size", "50", "--nll-samples", "20", "--batch-size", "200", "--z-dim", "4",
-           "--hidden", "32", "16", "--encoder-hidden", "24", "--activation", "gated", "--ema", "0.99", "--threads", "1",
+           "--hidden", "32", "16", "--encoder-hidden", "24", "--activation", "gated",
+           "--ema", "0.99", "--threads", "1",
            "--lr-milestones", "1", "--lr-gamma", "0.5",
            "--checkpoint-dir", str(tmp_path), "--resume"]
     env = dict(os.environ, NFCOURSE_PROGRESS="0")

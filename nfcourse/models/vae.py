@@ -21,7 +21,7 @@ The four parts, each replaceable:
     any module ``x [B, D] -> λ [B, P]``: a per-sample parameter vector for the posterior.
     ``P = posterior.param_dim(z_dim)``. Default: an MLP, ``hidden`` units, ReLU
     (``encoder_hidden`` gives the encoder its own sizes: a larger encoder narrows the
-    amortization gap without changing the generative model).
+    amortization gap, though trained jointly it can leave a worse decoder; docs/vae.md).
 ``posterior``
     the family :math:`q(z \mid \lambda)`. It must provide
     ``param_dim(z_dim)``, ``rsample_and_log_prob(params, k) -> (z [k, B, d], log q [k, B])``
