@@ -46,6 +46,18 @@ Checkpoints (``checkpoint_dir``) are ``state_dict``\ s only, read back with
 - ``best.pt``: the model at the best validation bound so far (the averaged one with
   ``ema``), and its epoch.
 
+After training, :func:`refit_encoder` can fit the inference network :math:`\phi` alone (a
+new or the old encoder) with the generative model :math:`\theta` held fixed. Since
+
+.. math::
+
+    \mathcal L(\theta, \phi; x) = \log p_\theta(x)
+        - \mathrm{KL}\big(q_\phi(z \mid x)\,\|\,p_\theta(z \mid x)\big),
+
+ascent in :math:`\phi` alone only shrinks the KL: the model, its likelihood and its samples
+stay exactly as they were, and :math:`q_\phi` becomes a better importance-sampling proposal
+for that same likelihood (it narrows the *amortization gap*, Cremer, Li & Duvenaud 2018).
+
 A NaN or inf loss stops training at once with a :class:`TrainingError` naming the step;
 the checkpoints on disk are those of the last good epoch.
 
@@ -73,7 +85,7 @@ from torch import Tensor
 from nfcourse import objectives
 from nfcourse.utils import progress as _progress
 
-__all__ = ["fit", "evaluate", "anneal_beta", "History", "TrainingError", "load_checkpoint",
+__all__ = ["fit", "refit_encoder", "evaluate", "anneal_beta", "History", "TrainingError", "load_checkpoint",
            "save_checkpoint"]
 
 #: ``objective(model, x, beta, generator) -> bound per data point [B]``.
@@ -371,3 +383,37 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def refit_encoder(model, train_data: Tensor, valid_data: Tensor | None = None, *,
+                  encoder=None, **fit_kwargs) -> History:
+    """Fit ``model``'s encoder (and any parameters of its posterior family) with :func:`fit`,
+    every other parameter frozen; see the module docstring for why this leaves the model's
+    likelihood unchanged. ``encoder``: a new module to fit in place of the old one (e.g. a
+    larger MLP, :func:`nfcourse.models.vae.mlp`); it must output the posterior's
+    ``param_dim(z_dim)`` numbers. ``fit_kwargs`` go to :func:`fit`; the bound is the ELBO at
+    β = 1, so ``anneal`` is refused. The ``requires_grad`` flags are restored afterwards.
+    """
+    if fit_kwargs.get("anneal"):
+        raise ValueError("refit_encoder fits q to a fixed model at beta = 1; annealing (a "
+                         "bound with beta < 1) would not shrink KL(q || p(z | x)): drop anneal")
+    device = next(model.parameters()).device
+    if encoder is not None:
+        encoder = encoder.to(device)
+        want = model.posterior.param_dim(model.z_dim)
+        with torch.no_grad():
+            got = encoder(model.prepare(train_data[:1].to(device))).shape[-1]
+        if got != want:
+            raise ValueError(f"the new encoder outputs {got} numbers per image; the posterior "
+                             f"needs posterior.param_dim(z_dim) = {want}: make its last "
+                             f"layer Linear(..., {want})")
+        model.encoder = encoder
+    inference = {id(p) for part in (model.encoder, model.posterior) for p in part.parameters()}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(id(p) in inference)
+    try:
+        return fit(model, train_data, valid_data, **fit_kwargs)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

@@ -34,7 +34,8 @@ import torch
 from nfcourse import objectives
 from nfcourse.data import load_binarized_mnist
 from nfcourse.models import VAE
-from nfcourse.train import evaluate, fit, load_checkpoint
+from nfcourse.models.vae import mlp
+from nfcourse.train import evaluate, fit, load_checkpoint, refit_encoder
 from nfcourse.utils import get_device, seed_everything
 
 
@@ -79,7 +80,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--refine-steps", type=int, default=100)
     p.add_argument("--refine-lr", type=float, default=3e-2)
     p.add_argument("--refine-k", type=int, default=5, help="draws per refinement step")
+    p.add_argument("--refit-encoder", type=int, nargs="+", default=None, metavar="H",
+                   help="after training, fit a new encoder with these hidden sizes to the "
+                        "fixed model (nfcourse.train.refit_encoder) and measure with it: the "
+                        "model is unchanged, its q a better proposal. Checkpoints in "
+                        "<checkpoint-dir>/refit")
+    p.add_argument("--refit-epochs", type=int, default=300)
+    p.add_argument("--refit-lr", type=float, default=1e-3)
+    p.add_argument("--refit-patience", type=int, default=20,
+                   help="early stopping of the refit on the validation ELBO")
     p.add_argument("--train-size", type=int, default=None, help="use the first N training images")
+    p.add_argument("--train-plus-valid", action="store_true",
+                   help="train on the training and validation images together (60 000), for "
+                        "a fixed --epochs chosen by an earlier run with early stopping; no "
+                        "validation curve, so no --patience")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--resume", action="store_true", help="continue from <checkpoint-dir>/last.pt")
@@ -95,6 +109,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
+    if args.train_plus_valid and args.patience is not None:
+        sys.exit("--train-plus-valid leaves no validation set for --patience: give a fixed "
+                 "--epochs instead (e.g. the best epoch of a run with early stopping)")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = get_device(args.device)
@@ -102,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     train = load_binarized_mnist("train")[:args.train_size]
     valid = load_binarized_mnist("valid")
+    if args.train_plus_valid:
+        train, valid = torch.cat([train, valid]), None
     test = load_binarized_mnist("test")[:args.test_size]
     model = VAE(784, args.z_dim, args.hidden, encoder_hidden=args.encoder_hidden,
                 activation=args.activation, dropout=args.dropout).to(device)
@@ -125,19 +144,46 @@ def main(argv: list[str] | None = None) -> dict:
                       time_limit=None if args.time_limit is None else 60 * args.time_limit,
                       log=log).as_dict()
         train_seconds = history["seconds"][-1]
-    log(f"training: {history['stopped']}; evaluating on {len(test)} test images")
+    log(f"training: {history['stopped']}")
+    refit = {}
+    if args.refit_encoder:
+        # theta stays as trained; only q changes, so every number below is of the same model
+        refit["neg_elbo_test_joint_encoder"] = round(
+            -evaluate(model, test, "elbo", batch_size=1000, seed=args.seed + 3), 3)
+        torch.manual_seed(args.seed + 5)
+        encoder = mlp(784, args.refit_encoder, model.posterior.param_dim(args.z_dim),
+                      args.activation)
+        refit_history = refit_encoder(
+            model, train, valid, encoder=encoder, epochs=args.refit_epochs,
+            batch_size=args.batch_size, lr=args.refit_lr, ema=args.ema,
+            patience=None if valid is None else args.refit_patience,
+            checkpoint_dir=None if args.checkpoint_dir is None
+            else Path(args.checkpoint_dir) / "refit", resume=args.resume, seed=args.seed,
+            log=log)
+        refit.update(refit_encoder=args.refit_encoder, refit_lr=args.refit_lr,
+                     refit_best_valid_elbo=None if valid is None
+                     else round(refit_history.best_valid, 3),
+                     refit_best_epoch=refit_history.best_epoch,
+                     refit_epochs=refit_history.epoch[-1] if refit_history.epoch else 0,
+                     refit_stopped=refit_history.stopped,
+                     refit_seconds=round(refit_history.seconds[-1], 1)
+                     if refit_history.seconds else 0.0)
+        log(f"encoder refit: {refit_history.stopped}")
+    log(f"evaluating on {len(test)} test images")
     t_eval = time.perf_counter()
     neg_elbo = -evaluate(model, test, "elbo", batch_size=1000, seed=args.seed + 3)
     result = {
         "neg_elbo_test": round(neg_elbo, 3),
         "nll_test": None,
         "nll_samples": args.nll_samples,
-        "best_valid_elbo": round(history["best_valid"], 3),
+        # with --train-plus-valid there is no validation set: fit tracks -(training loss)
+        "best_valid_elbo": None if args.train_plus_valid else round(history["best_valid"], 3),
         "best_epoch": history["best_epoch"],
         "epochs": history["epoch"][-1] if history["epoch"] else 0,
         "steps": history["step"][-1] if history["step"] else 0,
         "stopped": history["stopped"],
         "train_seconds": round(train_seconds, 1),
+        **refit,
     }
     if args.nll_samples:
         # result keys (mean, standard error, seconds) and refinement steps of each proposal
@@ -162,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         "eval_seconds": round(time.perf_counter() - t_eval, 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "test_images": len(test), "train_images": len(train),
+        "train_plus_valid": args.train_plus_valid,
         "z_dim": args.z_dim, "hidden": args.hidden,
         "encoder_hidden": args.encoder_hidden or args.hidden, "activation": args.activation,
         "dropout": args.dropout, "seed": args.seed,

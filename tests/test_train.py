@@ -14,7 +14,9 @@ import torch
 
 from nfcourse import objectives
 from nfcourse.models import VAE
-from nfcourse.train import (TrainingError, anneal_beta, evaluate, fit, load_checkpoint)
+from nfcourse.models.vae import mlp
+from nfcourse.train import (TrainingError, anneal_beta, evaluate, fit, load_checkpoint,
+                            refit_encoder)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -259,6 +261,36 @@ def test_max_steps():
 
 
 @pytest.mark.skipif(not os.environ.get("NFCOURSE_DATA"), reason="needs NFCOURSE_DATA")
+def test_refitting_the_encoder_fits_q_and_leaves_the_model_alone():
+    m, _ = run(epochs=5, lr=1e-2)
+    valid = synthetic(60, seed=1)
+    joint = evaluate(m, valid)
+    generative = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("encoder.")}
+    torch.manual_seed(1)
+    new = mlp(12, [32, 32], 4, "relu")
+    m.encoder, old = new, m.encoder
+    fresh = evaluate(m, valid)  # the model with an untrained q: a loose bound
+    m.encoder = old
+    history = refit_encoder(m, synthetic(), valid, encoder=new, epochs=8, batch_size=32,
+                            lr=1e-2, progress=False)
+    assert m.encoder is new and len(history.valid_bound) == 8
+    # theta is bit-identical; the bound of the same model is tightened by q alone
+    after = m.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in generative.items())
+    refit = evaluate(m, valid)
+    assert refit > fresh + 1.0 and refit > joint - 0.2
+    assert all(p.requires_grad for p in m.parameters())  # the flags are restored
+
+
+def test_refitting_the_encoder_rejects_a_wrong_encoder_and_annealing():
+    m = model()
+    with pytest.raises(ValueError, match=r"outputs 3 numbers.*param_dim\(z_dim\) = 4"):
+        refit_encoder(m, synthetic(), encoder=mlp(12, 8, 3), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="annealing"):
+        refit_encoder(m, synthetic(), anneal=True, epochs=1, progress=False)
+    assert all(p.requires_grad for p in m.parameters())
+
+
 def test_reproduction_script_runs_and_resumes(tmp_path):
     """The full-scale command at toy size: 2000 images, 1 epoch, then resumed to 2."""
     cmd = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "2000",
@@ -297,3 +329,29 @@ def test_reproduction_script_runs_and_resumes(tmp_path):
     assert evaluated["evaluated"] == str(tmp_path / "best.pt") and "lr" not in evaluated
     assert evaluated["nll_test"] is None and evaluated["nll_test_refined"] > 0
     assert evaluated["epochs"] == 2 and evaluated["neg_elbo_test"] == result["neg_elbo_test"]
+    # --refit-encoder: a new encoder fitted to the same model; its bound is reported beside
+    # the joint encoder's, which must be the number above
+    fourth = subprocess.run(cmd + ["--eval-only", "--refit-encoder", "20", "--refit-epochs", "2",
+                                   "--output", str(tmp_path / "refit.json")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert fourth.returncode == 0, fourth.stderr
+    refit = json.loads((tmp_path / "refit.json").read_text())
+    assert refit["neg_elbo_test_joint_encoder"] == result["neg_elbo_test"]
+    assert refit["refit_encoder"] == [20] and refit["refit_epochs"] == 2
+    assert refit["nll_test"] > 0 and (tmp_path / "refit" / "best.pt").exists()
+
+
+def test_reproduction_script_can_train_on_training_and_validation_images(tmp_path):
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "1000",
+           "--test-size", "20", "--nll-samples", "5", "--batch-size", "500", "--z-dim", "2",
+           "--hidden", "8", "--threads", "1", "--epochs", "1", "--train-plus-valid",
+           "--output", str(tmp_path / "r.json")]
+    env = dict(os.environ, NFCOURSE_PROGRESS="0")
+    ok = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["train_images"] == 1000 + 10_000 and result["train_plus_valid"] is True
+    assert result["best_valid_elbo"] is None and result["steps"] == 22
+    refused = subprocess.run(cmd + ["--patience", "5"], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert refused.returncode != 0 and "no validation set for --patience" in refused.stderr
