@@ -215,7 +215,9 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
     - ``anneal``: ``True`` for R&M's β_t = min(1, 0.01 + t/10000), an int for another
       number of warm-up steps, ``False`` for β = 1.
     - ``patience``: stop after this many epochs without a better validation bound, and
-      restore the best parameters (kept also when ``patience`` is None).
+      restore the best parameters (kept also when ``patience`` is None). Without
+      ``valid_data`` nothing is selected: the last epoch's parameters are kept (an annealed
+      training loss is no bound to compare epochs by), and ``patience`` is refused.
     - ``ema``: the decay ρ of the parameter average :math:`\bar\theta` (e.g. 0.999: a
       window of about 1000 steps); validation, ``best.pt`` and the returned model use it.
     - ``lr_milestones`` / ``lr_gamma``: multiply the step size by ``lr_gamma`` after each
@@ -239,6 +241,10 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
         raise ValueError(f"lr_milestones={list(lr_milestones)!r}, lr_gamma={lr_gamma!r}: the "
                          "milestones are epoch numbers >= 1 and the decay factor is in (0, 1], "
                          "e.g. lr_milestones=[300], lr_gamma=0.3")
+    if patience is not None and valid_data is None:
+        raise ValueError(f"patience={patience!r} stops on the validation bound, and valid_data "
+                         "is None: pass validation data, or a fixed number of epochs and "
+                         "patience=None")
     warmup = 10_000 if anneal is True else int(anneal) if anneal else 0
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     shuffle_gen = torch.Generator().manual_seed(seed)
@@ -335,11 +341,13 @@ def fit(model, train_data: Tensor, valid_data: Tensor | None = None, *, epochs: 
             validated = averaged if averaged is not None else model
             if valid_data is not None:
                 valid = evaluate(validated, valid_data, fn, k, valid_batch_size, seed=seed + 2)
+                improved = valid > history.best_valid
             else:
-                valid = -history.train_loss[-1]
+                # nothing to select on (an annealed training loss is no bound): keep the last
+                valid, improved = math.nan, True
             history.valid_bound.append(valid)
             history.seconds.append(elapsed0 + time.perf_counter() - started)
-            if valid > history.best_valid:
+            if improved:
                 history.best_valid, history.best_epoch, bad_epochs = valid, epoch + 1, 0
                 best_state = copy.deepcopy(validated.state_dict())
                 if best_path is not None:

@@ -85,7 +85,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "fixed model (nfcourse.train.refit_encoder) and measure with it: the "
                         "model is unchanged, its q a better proposal. Checkpoints in "
                         "<checkpoint-dir>/refit")
-    p.add_argument("--refit-epochs", type=int, default=300)
+    p.add_argument("--refit-epochs", type=int, default=300,
+                   help="at most this many (with --train-plus-valid, which leaves no "
+                        "validation set, exactly this many)")
     p.add_argument("--refit-lr", type=float, default=1e-3)
     p.add_argument("--refit-patience", type=int, default=20,
                    help="early stopping of the refit on the validation ELBO")

@@ -219,6 +219,21 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     assert all(torch.isfinite(p).all() for p in m.parameters())
 
 
+def test_without_validation_data_the_last_epoch_is_kept(tmp_path):
+    # under annealing the early epochs' training loss is smallest (beta ~ 0): selecting on it
+    # would keep the first epoch
+    m = model()
+    history = fit(m, synthetic(), None, epochs=4, batch_size=32, lr=3e-3, anneal=30, ema=0.9,
+                  checkpoint_dir=tmp_path, progress=False)
+    assert history.train_loss[0] < min(history.train_loss[1:])  # the trap is there
+    assert history.best_epoch == 4 and history.stopped == "all 4 epochs done"
+    last = load_checkpoint(tmp_path / "last.pt")["averaged"]
+    assert all(torch.equal(v, last[k]) for k, v in m.state_dict().items())
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 4
+    with pytest.raises(ValueError, match="patience=3 stops on the validation bound"):
+        fit(model(), synthetic(), None, epochs=2, patience=3, progress=False)
+
+
 def test_objectives_by_name_and_a_bad_name():
     _, h = run(epochs=1, objective="iwae", k=3)
     assert len(h.valid_bound) == 1
