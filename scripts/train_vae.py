@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
         "neg_elbo_test": round(neg_elbo, 3),
         "nll_test": None,
         "nll_samples": args.nll_samples,
-        # with --train-plus-valid there is no validation set: fit tracks -(training loss)
+        # with --train-plus-valid there is no validation set, so no best validation bound
         "best_valid_elbo": None if args.train_plus_valid else round(history["best_valid"], 3),
         "best_epoch": history["best_epoch"],
         "epochs": history["epoch"][-1] if history["epoch"] else 0,
