@@ -85,8 +85,8 @@ from torch import Tensor
 from nfcourse import objectives
 from nfcourse.utils import progress as _progress
 
-__all__ = ["fit", "refit_encoder", "evaluate", "anneal_beta", "History", "TrainingError", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = ["fit", "refit_encoder", "evaluate", "anneal_beta", "History", "TrainingError",
+           "load_checkpoint", "save_checkpoint"]
 
 #: ``objective(model, x, beta, generator) -> bound per data point [B]``.
 Objective = Callable[..., Tensor]
