@@ -467,9 +467,9 @@ assert test_elbo < test_iwae < -test_nll, "ELBO ≤ IWAE_k ≤ IWAE_S"
 # Table 2), and a reproduction with Adam reached 89.78. So on the 50 000 training images alone
 # we are 0.1 nats short. Trained for those 673 epochs on the training *and* validation images
 # (60 000; 51 minutes on two threads), the same recipe reaches test **−ELBO 94.83** and **NLL
-# 89.60 ± 0.23**, below 89.9 with the same estimator. The model is short of data, not of
-# optimisation. With a proposal refined per test image (next cell), the 50 000-image model's
-# estimate is 89.33 ± 0.23.
+# 89.60 ± 0.23**, below 89.9 with the same estimator (a second seed: 89.55). The model is
+# short of data, not of optimisation. With a proposal refined per test image (next cell), the
+# 50 000-image model's estimate is 89.33 ± 0.23.
 # Deeper, gated and dropout-regularised MLPs did worse on this statically binarized set (the
 # table at the end of the notebook), and so did a two-layer encoder, although its bound was
 # better: a better encoder shrinks the gap between the ELBO and the NLL, not the NLL itself.
