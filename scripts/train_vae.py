@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         refit["neg_elbo_test_joint_encoder"] = round(
             -evaluate(model, test, "elbo", batch_size=1000, seed=args.seed + 3), 3)
         torch.manual_seed(args.seed + 5)
-        encoder = mlp(784, args.refit_encoder, model.posterior.param_dim(args.z_dim),
+        encoder = mlp(model.x_dim, args.refit_encoder, model.posterior.param_dim(args.z_dim),
                       args.activation)
         refit_history = refit_encoder(
             model, train, valid, encoder=encoder, epochs=args.refit_epochs,
