@@ -62,7 +62,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-LOG_2PI = math.log(2 * math.pi)
+from nfcourse.densities import kl_std_normal, std_normal_log_prob
+
 
 # 1.1 Change of variables -----------------------------------------------------------
 
@@ -76,12 +77,11 @@ def log_density_linear(x: Tensor, A: Tensor, b: Tensor) -> Tensor:
     >>> round(log_density_linear(torch.zeros(1, 2), A, torch.zeros(2)).item(), 4)
     -1.8379
     """
-    d = x.shape[-1]
     # Solve A z = x - b rather than forming A^{-1}: cheaper and better conditioned.
     z = torch.linalg.solve(A, (x - b).unsqueeze(-1)).squeeze(-1)
     # The volume term: A stretches space by |det A|, so the density thins out by as much.
     log_abs_det = torch.linalg.slogdet(A).logabsdet
-    return -0.5 * d * LOG_2PI - 0.5 * (z * z).sum(-1) - log_abs_det
+    return std_normal_log_prob(z) - log_abs_det
 
 
 # 1.2 Belief network -----------------------------------------------------------------
@@ -238,15 +238,10 @@ def kl_categorical(p: Tensor, q: Tensor) -> Tensor:
     return (torch.xlogy(p, p) - torch.xlogy(p, q)).sum(-1)
 
 
-def kl_diag_std_normal(mu: Tensor, log_var: Tensor) -> Tensor:
-    """KL(N(mu, diag exp(log_var)) || N(0, I)), summed over the last axis.
-
-    Parametrised by log sigma^2, as an encoder outputs it (any real number is valid).
-
-    >>> kl_diag_std_normal(torch.zeros(3), torch.zeros(3))  # q = p
-    tensor(0.)
-    """
-    return 0.5 * (log_var.exp() + mu**2 - log_var - 1).sum(-1)
+#: 1.5: KL(N(mu, diag exp(log_var)) || N(0, I)), summed over the last axis, parametrised by
+#: log sigma^2 as an encoder outputs it. It is the VAE's KL term, so it lives with the other
+#: shared log-densities in :mod:`nfcourse.densities`.
+kl_diag_std_normal = kl_std_normal
 
 
 # 1.6 The ELBO of the conjugate model -------------------------------------------------

@@ -23,9 +23,12 @@ With :math:`z_s \sim q_\phi(z \mid x)` drawn by reparameterisation,
     \qquad \mathrm{KL} = \tfrac12 \sum_j \big(\mu_j^2 + \sigma_j^2 - \log\sigma_j^2 - 1\big)
     \ \text{for}\ p = \mathcal N(0, I),
 
-**annealed ELBO** (R&M 2015 §6.2, inverse temperature :math:`\beta_t`, see
-:func:`nfcourse.train.anneal_beta`):
-:math:`\mathcal L_\beta(x) = \mathbb E_q[\beta \log p_\theta(x, z) - \log q_\phi(z \mid x)]`,
+**annealed ELBO** (R&M 2015 §6.2, inverse temperature :math:`\beta_t` at step t):
+
+.. math::
+
+    \mathcal L_\beta(x) = \mathbb E_q[\beta \log p_\theta(x, z) - \log q_\phi(z \mid x)],
+    \qquad \beta_t = \min\big(1,\ 0.01 + t / 10000\big) \quad(:func:`anneal_beta`),
 
 **IWAE bound** with k samples (Burda et al. 2016), which never decreases with k and tends
 to :math:`\log p(x)`:
@@ -63,58 +66,38 @@ gradient ascent on that point's own ELBO, with the model fixed,
 
 gives a better proposal for the same estimator; the model, and so its true NLL, is unchanged.
 
-The first three functions are the per-sample formulas of the Section 4 exercises; the
-rest take a model (:class:`nfcourse.models.VAE`, or anything with ``prepare``,
-``encoder``, ``decode``, ``posterior``, ``prior`` and ``likelihood``) and return one value
-per data point, shape ``[B]``.
+The per-sample formulas of the Section 4 exercises (:func:`reparameterize`,
+:func:`bernoulli_log_likelihood`, :func:`kl_std_normal`) live in :mod:`nfcourse.densities`
+and are re-exported here. The model-based functions take a :class:`nfcourse.models.VAE`
+(anything with ``elbo_terms``), build every bound from :meth:`~nfcourse.models.VAE.elbo_terms`
+and return one value per data point, shape ``[B]``.
+
+**What the training loop minimises** (:class:`Objective`): ``loss(model, batch, step,
+generator)``, one value per item, whose mean :func:`nfcourse.train.fit` minimises; and
+``bound(model, batch, generator)``, the quantity validation reports (higher is better). The
+step is passed so that an objective that anneals computes its own :math:`\beta_t`.
+:class:`Bound` is the VAE's (ELBO, IWAE, reconstruction); density models use
+:class:`nfcourse.density.MaximumLikelihood`, and flows fitted to an energy use
+:class:`nfcourse.free_energy.FreeEnergy`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from nfcourse.densities import bernoulli_log_likelihood, kl_std_normal, reparameterize
 from nfcourse.utils import progress as _progress
 
 __all__ = ["reparameterize", "bernoulli_log_likelihood", "kl_std_normal", "elbo_closed_form",
-           "log_weights", "elbo", "iwae_bound", "iwae", "reconstruction", "refine_posterior",
-           "log_marginal_is"]
+           "iwae_bound", "anneal_beta", "log_weights", "elbo", "iwae", "reconstruction",
+           "refine_posterior", "log_marginal_is", "Objective", "Bound", "warmup_steps"]
 
 
 # The per-sample formulas ------------------------------------------------------------------
-
-def reparameterize(mu: Tensor, log_var: Tensor, eps: Tensor) -> Tensor:
-    r""":math:`z = \mu + \sigma \odot \varepsilon` with :math:`\sigma = \exp(\tfrac12 \log\sigma^2)`.
-
-    >>> reparameterize(torch.tensor([1.0]), torch.tensor([math.log(4.0)]), torch.tensor([0.5]))
-    tensor([2.])
-    """
-    return mu + torch.exp(0.5 * log_var) * eps
-
-
-def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
-    r""":math:`\sum_i x_i \log\sigma(\eta_i) + (1 - x_i)\log(1 - \sigma(\eta_i))` over the last
-    axis, from logits η: equal to ``-F.binary_cross_entropy_with_logits(logits, x,
-    reduction="none").sum(-1)``, written as :math:`x\cdot\eta - \mathrm{softplus}(\eta)`.
-
-    >>> bernoulli_log_likelihood(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2))  # 2 log(1/2)
-    tensor([-1.3863])
-    """
-    return (x * logits).sum(-1) - F.softplus(logits).sum(-1)
-
-
-def kl_std_normal(mu: Tensor, log_var: Tensor) -> Tensor:
-    r""":math:`\mathrm{KL}(\mathcal N(\mu, \mathrm{diag}\,\sigma^2) \,\|\, \mathcal N(0, I))
-    = \tfrac12\sum_j(\mu_j^2 + \sigma_j^2 - \log\sigma_j^2 - 1)`, one value per row.
-
-    >>> kl_std_normal(torch.zeros(2, 3), torch.zeros(2, 3))
-    tensor([0., 0.])
-    """
-    return 0.5 * (mu**2 + log_var.exp() - log_var - 1).sum(-1)
-
 
 def elbo_closed_form(x: Tensor, x_logits: Tensor, mu: Tensor, log_var: Tensor) -> Tensor:
     r"""The one-sample ELBO of a Bernoulli-decoder VAE with a diagonal Gaussian posterior and
@@ -134,13 +117,16 @@ def iwae_bound(log_w: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
 
 
+def anneal_beta(step: int, start: float = 0.01, steps: int = 10_000) -> float:
+    """R&M's inverse temperature β_t = min(1, start + t / steps).
+
+    >>> anneal_beta(0), anneal_beta(4_900), anneal_beta(20_000)
+    (0.01, 0.5, 1.0)
+    """
+    return min(1.0, start + step / steps)
+
+
 # Model-based estimates ----------------------------------------------------------------------
-
-def _rsample(model, params: Tensor, k: int, generator: torch.Generator | None):
-    if generator is None:
-        return model.posterior.rsample_and_log_prob(params, k)
-    return model.posterior.rsample_and_log_prob(params, k, generator=generator)
-
 
 def log_weights(model, x: Tensor, k: int = 1, generator: torch.Generator | None = None,
                 params: Tensor | None = None) -> Tensor:
@@ -148,32 +134,28 @@ def log_weights(model, x: Tensor, k: int = 1, generator: torch.Generator | None 
 
     ``params``: the posterior's parameters λ (``[B, P]``); default the encoder's, λ = enc(x).
     """
-    x = model.prepare(x)
-    z, log_q = _rsample(model, model.encoder(x) if params is None else params, k, generator)
-    return model.log_joint(x, z) - log_q
+    return model.elbo_terms(x, k, params=params, generator=generator).log_w
 
 
 def elbo(model, x: Tensor, k: int = 1, analytic_kl: bool | None = None, beta: float = 1.0,
          generator: torch.Generator | None = None) -> Tensor:
     """The ELBO per data point, ``[B]``, averaged over ``k`` posterior draws.
 
-    ``analytic_kl``: ``True`` uses the posterior's closed-form KL (an error if it has none),
-    ``False`` the Monte Carlo KL, ``None`` (default) the closed form where it exists.
+    ``analytic_kl``: ``True`` uses the posterior's closed-form KL (``NotImplementedError``
+    if its family declares none for this prior), ``False`` the Monte Carlo KL, ``None``
+    (default) the closed form where the family declares one (``has_analytic_kl``).
     ``beta`` < 1 gives R&M's annealed bound E_q[β log p(x, z) − log q(z | x)] (Monte Carlo).
     """
-    x = model.prepare(x)
-    params = model.encoder(x)
-    z, log_q = _rsample(model, params, k, generator)
-    log_px = model.likelihood.log_prob(x, model.decode(z))
-    if beta == 1.0 and analytic_kl is not False:
-        try:
-            kl = model.posterior.kl(params, model.prior)
-        except (NotImplementedError, AttributeError):
-            if analytic_kl:
-                raise
-        else:
-            return log_px.mean(0) - kl
-    return (beta * (log_px + model.prior.log_prob(z)) - log_q).mean(0)
+    posterior, prior = model.posterior, model.prior
+    closed_form = posterior.has_analytic_kl(prior)
+    if analytic_kl and not closed_form:
+        raise NotImplementedError(
+            f"analytic_kl=True: the {type(posterior).__name__} posterior has no closed-form "
+            f"KL to a {type(prior).__name__} prior; pass analytic_kl=None (Monte Carlo KL)")
+    t = model.elbo_terms(x, k, generator=generator)
+    if beta == 1.0 and analytic_kl is not False and closed_form:
+        return t.log_px.mean(0) - posterior.kl(t.params, prior)
+    return (beta * (t.log_px + t.log_pz) - t.log_q).mean(0)
 
 
 def iwae(model, x: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
@@ -184,10 +166,8 @@ def iwae(model, x: Tensor, k: int, generator: torch.Generator | None = None) -> 
 def reconstruction(model, x: Tensor, k: int = 1,
                    generator: torch.Generator | None = None) -> Tensor:
     """E_q[log p(x | z)] per data point: the whole objective of a deterministic autoencoder
-    (nonlinear PCA, with the :class:`~nfcourse.models.vae.PointMass` posterior)."""
-    x = model.prepare(x)
-    z, _ = _rsample(model, model.encoder(x), k, generator)
-    return model.likelihood.log_prob(x, model.decode(z)).mean(0)
+    (nonlinear PCA, with the :class:`~nfcourse.models.PointMass` posterior)."""
+    return model.elbo_terms(x, k, generator=generator).log_px.mean(0)
 
 
 def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: int = 5,
@@ -255,8 +235,8 @@ def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100
                       if refine_steps else model.encoder(xb))
             acc = torch.full((xb.shape[0],), -math.inf, dtype=xb.dtype, device=device)
             for c in chunks:
-                z, log_q = _rsample(model, params, c, generator)
-                acc = torch.logaddexp(acc, torch.logsumexp(model.log_joint(xb, z) - log_q, 0))
+                log_w = log_weights(model, xb, c, generator, params=params)
+                acc = torch.logaddexp(acc, torch.logsumexp(log_w, 0))
                 if bar is not None:
                     bar.update(1)
             out.append(acc - math.log(samples))
@@ -265,3 +245,86 @@ def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100
             bar.close()
         model.train(was_training)
     return torch.cat(out).to(x.device)
+
+
+# What the training loop minimises -----------------------------------------------------------
+
+class Objective:
+    """The interface of what :func:`nfcourse.train.fit` trains on.
+
+    - ``loss(model, batch, step, generator)``: one value per item (data point, or draw),
+      whose mean is minimised at step ``step``;
+    - ``bound(model, batch, generator)``: one value per item, higher is better, what
+      validation reports (no annealing);
+    - ``temperature(step)``: the inverse temperature β_t in use (1 without annealing),
+      for the training log;
+    - ``needs_data``: ``False`` for an objective with no data set (a free energy), which
+      is given ``batch=None`` and trained for a number of steps.
+    """
+
+    needs_data: bool = True
+    #: the number of warm-up steps of R&M's annealing, 0 for none (see :func:`warmup_steps`)
+    warmup: int = 0
+
+    def loss(self, model, batch: Tensor | None, step: int,
+             generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def bound(self, model, batch: Tensor | None, generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+    def temperature(self, step: int) -> float:
+        return anneal_beta(step, steps=self.warmup) if self.warmup else 1.0
+
+
+def warmup_steps(anneal: bool | int) -> int:
+    """``True``: R&M's 10 000 steps; an int: that many; ``False`` or 0: no annealing.
+
+    >>> warmup_steps(True), warmup_steps(500), warmup_steps(False)
+    (10000, 500, 0)
+    """
+    if anneal is not True and anneal is not False and int(anneal) < 0:
+        raise ValueError(f"anneal={anneal!r}: True, False or a number of warm-up steps >= 0")
+    return 10_000 if anneal is True else int(anneal) if anneal else 0
+
+
+#: ``(model, x, beta, generator) -> bound per data point [B]``: a VAE bound at inverse
+#: temperature beta.
+BoundFn = Callable[..., Tensor]
+
+
+class Bound(Objective):
+    """A VAE bound as a training objective: ``"elbo"`` (``k`` draws), ``"iwae"`` (``k``
+    draws), ``"reconstruction"`` (a deterministic autoencoder), or a function
+    ``(model, x, beta, generator) -> bound [B]``.
+
+    ``anneal``: ``True`` for R&M's β_t = min(1, 0.01 + t/10000), an int for another
+    number of warm-up steps, ``False``/0 for β = 1. Validation is at β = 1.
+
+    >>> Bound("elbo", anneal=True).temperature(4_900)
+    0.5
+    """
+
+    def __init__(self, bound: str | BoundFn = "elbo", k: int = 1, anneal: bool | int = False):
+        self.fn = self._function(bound, k)
+        self.warmup = warmup_steps(anneal)
+
+    @staticmethod
+    def _function(bound: str | BoundFn, k: int) -> BoundFn:
+        if callable(bound):
+            return bound
+        if bound == "elbo":
+            return lambda m, x, beta, gen: elbo(m, x, k, beta=beta, generator=gen)
+        if bound == "iwae":
+            return lambda m, x, beta, gen: iwae(m, x, k, generator=gen)
+        if bound == "reconstruction":
+            return lambda m, x, beta, gen: reconstruction(m, x, generator=gen)
+        raise ValueError(f"objective={bound!r}: use 'elbo', 'iwae', 'reconstruction', a "
+                         "function (model, x, beta, generator) -> bound per data point, or an "
+                         "nfcourse.objectives.Objective")
+
+    def loss(self, model, x, step, generator):
+        return -self.fn(model, x, self.temperature(step), generator)
+
+    def bound(self, model, x, generator):
+        return self.fn(model, x, 1.0, generator)

@@ -38,7 +38,7 @@ import torch
 from nfcourse import objectives
 from nfcourse.data import load_binarized_mnist
 from nfcourse.models import VAE
-from nfcourse.models.vae import mlp
+from nfcourse.flows import MLP
 from nfcourse.train import evaluate, fit, load_checkpoint, refit_encoder
 from nfcourse.utils import get_device, seed_everything
 
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
         refit["neg_elbo_test_joint_encoder"] = round(
             -evaluate(model, test, "elbo", batch_size=1000, seed=args.seed + 3), 3)
         torch.manual_seed(args.seed + 5)
-        encoder = mlp(model.x_dim, args.refit_encoder, model.posterior.param_dim(args.z_dim),
-                      args.activation)
+        encoder = MLP(model.x_dim, model.posterior.param_dim(args.z_dim), args.refit_encoder,
+                      args.activation, zero_last=False)
         refit_history = refit_encoder(
             model, train, valid, encoder=encoder, epochs=args.refit_epochs,
             batch_size=args.batch_size, lr=args.refit_lr, ema=args.ema,

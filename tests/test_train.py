@@ -14,9 +14,9 @@ import torch
 
 from nfcourse import objectives
 from nfcourse.models import VAE
-from nfcourse.models.vae import mlp
-from nfcourse.train import (TrainingError, anneal_beta, evaluate, fit, load_checkpoint,
-                            refit_encoder)
+from nfcourse.flows import MLP
+from nfcourse.objectives import anneal_beta
+from nfcourse.train import TrainingError, evaluate, fit, load_checkpoint, refit_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -281,7 +281,7 @@ def test_refitting_the_encoder_fits_q_and_leaves_the_model_alone():
     joint = evaluate(m, valid)
     generative = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("encoder.")}
     torch.manual_seed(1)
-    new = mlp(12, [32, 32], 4, "relu")
+    new = MLP(12, 4, [32, 32], "relu", zero_last=False)
     m.encoder, old = new, m.encoder
     fresh = evaluate(m, valid)  # the model with an untrained q: a loose bound
     m.encoder = old
@@ -299,7 +299,7 @@ def test_refitting_the_encoder_fits_q_and_leaves_the_model_alone():
 def test_refitting_the_encoder_rejects_a_wrong_encoder_and_annealing():
     m = model()
     with pytest.raises(ValueError, match=r"outputs 3 numbers.*param_dim\(z_dim\) = 4"):
-        refit_encoder(m, synthetic(), encoder=mlp(12, 8, 3), epochs=1, progress=False)
+        refit_encoder(m, synthetic(), encoder=MLP(12, 3, 8, zero_last=False), epochs=1, progress=False)
     with pytest.raises(ValueError, match="annealing"):
         refit_encoder(m, synthetic(), anneal=True, epochs=1, progress=False)
     assert all(p.requires_grad for p in m.parameters())

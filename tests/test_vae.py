@@ -17,6 +17,7 @@ from torch.distributions import (Categorical, Independent, MixtureSameFamily,
                                  MultivariateNormal, Normal, kl_divergence)
 
 from nfcourse import objectives
+from nfcourse.flows import MLP
 from nfcourse.models import VAE, DiagonalGaussian, GaussianLikelihood, PointMass, StandardNormal
 
 F64 = torch.float64
@@ -316,8 +317,7 @@ def test_non_tensor_input_gets_a_clear_error():
 
 
 def test_gated_mlp_layers_are_gated_linear_units():
-    from nfcourse.models.vae import mlp
-    net = mlp(6, [4, 3], 2, activation="gated")
+    net = MLP(6, 2, [4, 3], activation="gated", zero_last=False)
     shapes = [tuple(m.weight.shape) for m in net if isinstance(m, nn.Linear)]
     assert shapes == [(8, 6), (6, 4), (2, 3)]  # each hidden layer: 2h outputs, halved by GLU
     x = torch.randn(5, 6)
@@ -327,7 +327,7 @@ def test_gated_mlp_layers_are_gated_linear_units():
     vae = VAE(12, 2, [8, 8], activation="gated")
     assert objectives.elbo(vae, torch.bernoulli(torch.full((3, 12), 0.5))).shape == (3,)
     with pytest.raises(ValueError, match=r"activation='swish' is not one of .*'gated'"):
-        mlp(6, 4, 2, activation="swish")
+        MLP(6, 2, 4, activation="swish")
 
 
 def test_encoder_can_have_its_own_sizes():
@@ -342,13 +342,12 @@ def test_encoder_can_have_its_own_sizes():
 
 
 def test_dropout_acts_in_training_mode_only():
-    from nfcourse.models.vae import mlp
-    net = mlp(6, [32, 32], 2, dropout=0.5)
+    net = MLP(6, 2, [32, 32], dropout=0.5, zero_last=False)
     assert sum(isinstance(m, nn.Dropout) for m in net) == 2
     x = torch.randn(4, 6)
     assert not torch.equal(net(x), net(x))
     net.eval()
     assert torch.equal(net(x), net(x))
-    assert not any(isinstance(m, nn.Dropout) for m in mlp(6, [32, 32], 2))
+    assert not any(isinstance(m, nn.Dropout) for m in MLP(6, 2, [32, 32]))
     with pytest.raises(ValueError, match=r"dropout=1.0 must be in \[0, 1\)"):
-        mlp(6, 4, 2, dropout=1.0)
+        MLP(6, 2, 4, dropout=1.0)

@@ -28,9 +28,9 @@ from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from nfcourse.checks.core import Exercise, Mistake, SelfCheckError, matches, self_check
+from nfcourse.densities import LOG_2PI
 
 DTYPE = torch.float64
-LOG_2PI = math.log(2 * math.pi)
 
 
 

@@ -21,6 +21,7 @@ LULinear
 MADE, MAF                    Germain 2015, Papamakarios 2017     one pass
 IAF                          Kingma et al. 2016                  sequential (D passes)
 Reverse-, RandomPermutation  RealNVP, MAF                        closed form
+Logit (preprocessing)        Dinh et al. 2017 (RealNVP)          closed form
 ==========================  ==================================  =======================
 
 >>> import torch
@@ -36,8 +37,9 @@ from nfcourse.flows.autoregressive import IAF, MAF, AffineAutoregressive
 from nfcourse.flows.base import Bijection, Inverse
 from nfcourse.flows.composite import Flow
 from nfcourse.flows.coupling import AdditiveCoupling, AffineCoupling
-from nfcourse.flows.distribution import FlowDistribution
+from nfcourse.flows.distribution import FlowDistribution, rsample_base
 from nfcourse.flows.linear import InvConv1x1, LULinear
+from nfcourse.flows.logit import Logit
 from nfcourse.flows.made import MADE, MaskedLinear
 from nfcourse.flows.masks import alternating_mask, channel_mask, checkerboard_mask, half_mask
 from nfcourse.flows.multiscale import FactorOut, Squeeze
@@ -58,7 +60,8 @@ __all__ = [
     "ActNorm", "AdditiveCoupling", "AffineAutoregressive", "AffineCoupling", "Bijection",
     "BijectionTransform", "ConvNet", "DiagonalScaling", "FactorOut", "Flow",
     "FlowDistribution", "HouseholderSylvester", "IAF", "InvConv1x1", "Inverse", "LULinear",
+    "Logit",
     "MADE", "MAF", "MLP", "MaskedLinear", "OrthogonalSylvester", "Planar", "Radial",
     "RandomPermutation", "ReversePermutation", "Squeeze", "Sylvester", "TriangularSylvester",
-    "alternating_mask", "channel_mask", "checkerboard_mask", "half_mask",
+    "alternating_mask", "channel_mask", "checkerboard_mask", "half_mask", "rsample_base",
 ]

@@ -36,6 +36,8 @@ opposite direction: their transforms map data to noise.)
 
 from __future__ import annotations
 
+from typing import Callable, Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -106,6 +108,22 @@ class Bijection(nn.Module):
                     f"broadcast to the batch shape {tuple(batch)} of the input"
                 ) from None
         return context
+
+    def _own_or_amortized(self, params: Tensor | None, own: Callable[[], tuple[Tensor, ...]],
+                          sizes: Sequence[int], shape: Sequence[int] | None = None
+                          ) -> tuple[Tensor, ...]:
+        """The layer's parameter tensors: its own, ``own()``, or, for an amortized layer,
+        the encoder's ``params`` (``[..., param_dim]``), read as ``[..., *shape]`` and split
+        along the last axis into ``sizes``. Either way the pieces come in the same order and
+        with the same trailing shapes, so the code after this call is shared."""
+        if not self.param_dim:
+            if params is not None:
+                self._check_params(params)  # raises: this layer owns its parameters
+            return own()
+        params = self._check_params(params)
+        if shape is not None:
+            params = params.unflatten(-1, tuple(shape))
+        return params.split(list(sizes), dim=-1)
 
     def _check_params(self, params: Tensor | None) -> Tensor:
         if self.param_dim == 0:

@@ -1,6 +1,7 @@
-"""Small conditioner networks for coupling layers.
+"""Small networks: the MLP (coupling conditioners, VAE encoders and decoders) and the
+convolutional conditioner of Glow's coupling layer.
 
-Their last layer starts at zero, so a fresh coupling layer is the identity (Glow's
+A conditioner's last layer starts at zero, so a fresh coupling layer is the identity (Glow's
 practice; it keeps deep flows stable at the start of training). Tests therefore
 randomise every parameter before checking anything.
 """
@@ -12,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "ConvNet", "split_output"]
+__all__ = ["MLP", "ConvNet", "split_output", "ACTIVATIONS"]
 
 
 def split_output(out: Tensor, parts: int, dim: int = -1) -> tuple[Tensor, ...]:
@@ -31,23 +32,57 @@ def split_output(out: Tensor, parts: int, dim: int = -1) -> tuple[Tensor, ...]:
     return pieces
 
 
+#: Hidden-layer activations by name. "gated": h = a ⊙ σ(b) with [a, b] = W x + c (gated
+#: linear units, Dauphin et al. 2017; the MLPs of Tomczak & Welling's VampPrior VAE).
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
+               "gated": nn.GLU}
+
+
 class MLP(nn.Sequential):
-    """``Linear -> ReLU -> ... -> Linear`` with a zero-initialised last layer.
+    """``Linear -> activation`` per hidden layer, then ``Linear``: the one MLP builder of the
+    package (coupling conditioners, VAE encoders and decoders). Arguments in
+    :class:`torch.nn.Linear`'s order: ``in_features``, ``out_features``, then ``hidden``
+    (an int or a sequence of ints).
+
+    - ``activation``: a name of :data:`ACTIVATIONS` or a module class. ``"gated"`` makes
+      each hidden layer ``Linear(in, 2h) -> GLU``: ``h`` gated units, twice the weights.
+    - ``dropout > 0`` adds ``Dropout(dropout)`` after each hidden layer (training mode only).
+    - ``zero_last`` starts the last layer at zero, so a coupling layer starts as the
+      identity (Glow's practice); an encoder or decoder wants ``zero_last=False``.
 
     >>> MLP(3, 4, hidden=(8,))(torch.randn(2, 3)).shape
     torch.Size([2, 4])
+    >>> MLP(784, 80, 400, activation="tanh", zero_last=False)
+    MLP(
+      (0): Linear(in_features=784, out_features=400, bias=True)
+      (1): Tanh()
+      (2): Linear(in_features=400, out_features=80, bias=True)
+    )
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden: Sequence[int] = (64, 64),
-                 activation: type[nn.Module] = nn.ReLU, zero_last: bool = True):
-        sizes = [in_features, *hidden, out_features]
+    def __init__(self, in_features: int, out_features: int,
+                 hidden: int | Sequence[int] = (64, 64),
+                 activation: str | type[nn.Module] = "relu", dropout: float = 0.0,
+                 zero_last: bool = True):
+        if isinstance(activation, str):
+            if activation not in ACTIVATIONS:
+                raise ValueError(f"activation={activation!r} is not one of {sorted(ACTIVATIONS)}")
+            activation = ACTIVATIONS[activation]
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout!r} must be in [0, 1)")
+        sizes = [hidden] if isinstance(hidden, int) else list(hidden)
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            if i:
-                # in place after a Linear, whose backward does not need its output
-                inplace = activation in (nn.ReLU, nn.LeakyReLU, nn.ELU)
-                layers.append(activation(inplace=True) if inplace else activation())
-            layers.append(nn.Linear(a, b))
+        width_in = in_features
+        for h in sizes:
+            gated = activation is nn.GLU
+            layers.append(nn.Linear(width_in, 2 * h if gated else h))  # GLU halves its input
+            # in place after a Linear, whose backward does not need its output
+            inplace = activation in (nn.ReLU, nn.LeakyReLU, nn.ELU)
+            layers.append(activation(inplace=True) if inplace else activation())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width_in = h
+        layers.append(nn.Linear(width_in, out_features))
         if zero_last:
             nn.init.zeros_(layers[-1].weight)
             nn.init.zeros_(layers[-1].bias)

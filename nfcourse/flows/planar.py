@@ -158,14 +158,9 @@ class Planar(Bijection):
     def _parameters_for(self, params: Tensor | None):
         """Return ``(u_hat, w, b, sigma)``, shapes ``[..., K, D]`` and ``[..., K]``, with
         ``sigma = softplus(wᵀu) = 1 + wᵀû``."""
-        if self.amortized:
-            params = self._check_params(params).unflatten(-1, (self.length, 2 * self.dim + 1))
-            u, w, b = params.split([self.dim, self.dim, 1], dim=-1)
-            b = b.squeeze(-1)
-        else:
-            if params is not None:
-                self._check_params(params)
-            u, w, b = self.u, self.w, self.b
+        u, w, b = self._own_or_amortized(params, lambda: (self.u, self.w, self.b[:, None]),
+                                         [self.dim, self.dim, 1], (self.length, 2 * self.dim + 1))
+        b = b.squeeze(-1)
         finfo = torch.finfo(w.dtype)
         wu, w2 = (w * u).sum(-1), (w * w).sum(-1)
         # σ = 1 + m(wᵀu) > 0, floored at machine epsilon so that rounding cannot reach

@@ -81,15 +81,10 @@ class Radial(Bijection):
 
     def _parameters_for(self, params: Tensor | None):
         """Return ``(z0, alpha, sigma)`` with ``beta_hat = sigma - alpha``."""
-        if self.amortized:
-            params = self._check_params(params)
-            z0, alpha_raw, beta_raw = params.split([self.dim, 1, 1], dim=-1)
-            alpha_raw, beta_raw = alpha_raw.squeeze(-1), beta_raw.squeeze(-1)
-        else:
-            if params is not None:
-                self._check_params(params)
-            z0, alpha_raw, beta_raw = self.z0, self.alpha_raw, self.beta_raw
-        return z0, F.softplus(alpha_raw), F.softplus(beta_raw)
+        z0, alpha_raw, beta_raw = self._own_or_amortized(
+            params, lambda: (self.z0, self.alpha_raw[None], self.beta_raw[None]),
+            [self.dim, 1, 1])
+        return z0, F.softplus(alpha_raw.squeeze(-1)), F.softplus(beta_raw.squeeze(-1))
 
     def _log_det(self, r: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         return ((self.dim - 1) * torch.log(r + sigma)

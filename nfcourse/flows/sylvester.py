@@ -87,11 +87,9 @@ class Sylvester(Bijection):
         raise NotImplementedError
 
     def _unpack(self, params: Tensor | None):
-        if self.amortized:
-            return self._check_params(params).split(self._sizes, dim=-1)
-        if params is not None:
-            self._check_params(params)
-        return self.r_strict, self.r_diag, self.r_tilde_strict, self.r_tilde_diag, self.b, self.q
+        return self._own_or_amortized(
+            params, lambda: (self.r_strict, self.r_diag, self.r_tilde_strict,
+                             self.r_tilde_diag, self.b, self.q), self._sizes)
 
     def _upper(self, strict: Tensor, diag_raw: Tensor) -> Tensor:
         """Upper-triangular ``M x M`` matrix with ``tanh`` diagonal."""

@@ -1,14 +1,22 @@
 """Models: the variational autoencoder with pluggable posterior, prior and likelihood.
 
-- :mod:`nfcourse.models.vae`  ``VAE``, ``DiagonalGaussian`` and ``PointMass`` posteriors,
-  ``StandardNormal`` prior, ``Bernoulli`` and ``GaussianLikelihood`` decoders, ``mlp``.
+- :mod:`nfcourse.models.vae`          ``VAE`` and ``ElboTerms`` (the one pipeline)
+- :mod:`nfcourse.models.posteriors`   ``Posterior``: ``DiagonalGaussian``, ``FlowPosterior``
+  (R&M §4), ``PointMass``
+- :mod:`nfcourse.models.priors`       ``Prior``: ``StandardNormal``, ``MixturePrior``,
+  ``FlowPrior``, ``DistributionPrior``
+- :mod:`nfcourse.models.likelihoods`  ``Likelihood``: ``Bernoulli``, ``GaussianLikelihood``
 
 Objectives (ELBO, IWAE, importance-sampled NLL) live in :mod:`nfcourse.objectives`, the
 training loop in :mod:`nfcourse.train`.
 """
 
-from nfcourse.models.vae import (VAE, Bernoulli, DiagonalGaussian, GaussianLikelihood,
-                                 PointMass, StandardNormal, mlp)
+from nfcourse.models.likelihoods import Bernoulli, GaussianLikelihood, Likelihood
+from nfcourse.models.posteriors import DiagonalGaussian, FlowPosterior, PointMass, Posterior
+from nfcourse.models.priors import (DistributionPrior, FlowPrior, MixturePrior, Prior,
+                                    StandardNormal)
+from nfcourse.models.vae import VAE, ElboTerms
 
-__all__ = ["VAE", "Bernoulli", "DiagonalGaussian", "GaussianLikelihood", "PointMass",
-           "StandardNormal", "mlp"]
+__all__ = ["VAE", "ElboTerms", "Bernoulli", "GaussianLikelihood", "Likelihood",
+           "DiagonalGaussian", "FlowPosterior", "PointMass", "Posterior", "DistributionPrior",
+           "FlowPrior", "MixturePrior", "Prior", "StandardNormal"]
