@@ -3,6 +3,9 @@
 - Fast mode on (``NFCOURSE_FAST=1``) and downloads off (``NFCOURSE_OFFLINE=1``): no test
   touches the network. Notebook kernels inherit these variables.
 - ``NFCOURSE_DATA`` defaults to ``../shared/data`` beside the checkout, where CI keeps it.
+- ``--device cpu|cuda|mps`` (default cpu) runs the flow and VAE tests that take the
+  ``device`` fixture on that device; a device that is not there is a usage error, never a
+  silent skip. Tests that need float64 skip on MPS, which has none.
 - Each ``solutions/NN_*.py`` is read as a notebook by jupytext (in memory; no .ipynb is
   written) and run by nbval cell by cell, in its own kernel whose working directory is
   ``solutions/``; a failing ``assert`` fails the test.
@@ -26,6 +29,28 @@ os.environ["NFCOURSE_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
 if "NFCOURSE_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
     os.environ["NFCOURSE_DATA"] = str(ROOT.parent / "shared" / "data")
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", choices=["cpu", "cuda", "mps"],
+                     help="run the flow and VAE tests that take the `device` fixture on this "
+                          "device (default: cpu)")
+
+
+def _check_device(name: str) -> None:
+    import torch
+    if name == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda: CUDA is not available on this machine")
+    mps = getattr(torch.backends, "mps", None)
+    if name == "mps" and not (mps is not None and mps.is_available()):
+        raise pytest.UsageError("--device mps: MPS is not available on this machine")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    """The torch.device chosen with ``--device`` (default: the CPU)."""
+    import torch
+    return torch.device(request.config.getoption("--device"))
+
 
 def _is_solution(path: Path) -> bool:
     return path.parent == SOLUTIONS and path.suffix == ".py" and path.name[:2].isdigit()
@@ -86,4 +111,5 @@ class _NotebookTimer:
 
 
 def pytest_configure(config):
+    _check_device(config.getoption("--device"))
     config.pluginmanager.register(_NotebookTimer(), "nfcourse-notebook-timer")

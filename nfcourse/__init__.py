@@ -4,12 +4,19 @@ Normalizing Flows*.
 The notebooks in ``solutions/`` and ``curriculum/`` import from here; nothing in the
 notebooks re-implements what lives in this package.
 
-Layers (imports only point down):
+Layers (imports only point down; ``tests/test_layering.py`` reads every import and fails
+on one that points up, or on a module missing from this list):
 
-- ``data``, ``targets``                          what we fit
-- ``flows``                                      bijections with log-determinants
-- ``vi``, ``models``                             inference and models
-- ``train``, ``evaluate``, ``plotting``, ``checks``  loops, estimators, pictures, feedback
+0. ``config``, ``utils``, ``densities``: fast mode, devices, progress; the log-densities
+   every layer shares
+1. ``data``, ``targets``: what we fit (data sets; the energies U1-U4)
+2. ``flows``: bijections with log-determinants, flow distributions
+3. ``vi``, ``models``, ``bayes``: inference before flows; the VAE with pluggable posterior,
+   prior and likelihood; the Section 1 answers
+4. ``objectives``, ``density``, ``free_energy``, ``train``, ``checks``, ``curriculum``:
+   bounds and estimators, one training loop for every model, student feedback and the
+   notebook builder
+5. ``__main__``: the command line; above it, notebooks, scripts and benchmarks
 """
 
 from nfcourse.config import FAST, pick

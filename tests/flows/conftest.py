@@ -10,8 +10,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # `import flowcases`, whatever t
 
 
 @pytest.fixture
-def float64():
+def float64(request):
     """Float64 by default and a fixed seed: deterministic inputs, so no test is flaky."""
+    if request.config.getoption("--device") == "mps":
+        pytest.skip("MPS has no float64")
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     torch.manual_seed(1234)

@@ -37,9 +37,9 @@ def autograd_log_det(layer, x, kwargs):
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_log_det_matches_autograd_jacobian(case: Case):
-    layer = case.make()
-    x, kwargs = case.inputs(layer)
+def test_log_det_matches_autograd_jacobian(case: Case, device):
+    layer = case.make(device=device)
+    x, kwargs = case.inputs(layer, device=device)
     y, log_det = layer(x, **kwargs)
     assert log_det.shape == x.shape[:1]
     sign, expected = autograd_log_det(layer, x, kwargs)
@@ -62,15 +62,16 @@ def test_randomised_layer_is_not_the_identity(case: Case):
 
 
 @pytest.mark.parametrize("case", INVERTIBLE, ids=inv_ids)
-def test_inverse_round_trip_float64(case: Case):
-    layer = case.make()
-    x, kwargs = case.inputs(layer)
+def test_inverse_round_trip_float64(case: Case, device):
+    layer = case.make(device=device)
+    x, kwargs = case.inputs(layer, device=device)
     y, log_det = layer(x, **kwargs)
     x_back, log_det_inv = layer.inverse(y, **kwargs)
     torch.testing.assert_close(x_back, x, rtol=0, atol=1e-6)
     torch.testing.assert_close(log_det_inv, -log_det, rtol=0, atol=1e-6)
     # and from the other side: any point y, not only images of the forward map
     y2 = torch.randn(y.shape, generator=torch.Generator().manual_seed(7), dtype=y.dtype) * 2
+    y2 = y2.to(device)
     x2, log_det_inv2 = layer.inverse(y2, **kwargs)
     y2_back, log_det2 = layer(x2, **kwargs)
     torch.testing.assert_close(y2_back, y2, rtol=0, atol=1e-6)
@@ -78,9 +79,9 @@ def test_inverse_round_trip_float64(case: Case):
 
 
 @pytest.mark.parametrize("case", INVERTIBLE, ids=inv_ids)
-def test_inverse_round_trip_float32(case: Case):
-    layer = case.make(dtype=torch.float32)
-    x, kwargs = case.inputs(layer, dtype=torch.float32)
+def test_inverse_round_trip_float32(case: Case, device):
+    layer = case.make(dtype=torch.float32, device=device)
+    x, kwargs = case.inputs(layer, dtype=torch.float32, device=device)
     y, log_det = layer(x, **kwargs)
     assert y.dtype == log_det.dtype == torch.float32
     x_back, log_det_inv = layer.inverse(y, **kwargs)
@@ -90,9 +91,9 @@ def test_inverse_round_trip_float32(case: Case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_gradients_reach_every_parameter(case: Case):
-    layer = case.make()
-    x, kwargs = case.inputs(layer)
+def test_gradients_reach_every_parameter(case: Case, device):
+    layer = case.make(device=device)
+    x, kwargs = case.inputs(layer, device=device)
     x.requires_grad_(True)
     for v in kwargs.values():
         v.requires_grad_(True)
@@ -114,9 +115,9 @@ def test_gradients_reach_every_parameter(case: Case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_batch_shapes(case: Case):
-    layer = case.make()
-    x, kwargs = case.inputs(layer, batch=3)
+def test_batch_shapes(case: Case, device):
+    layer = case.make(device=device)
+    x, kwargs = case.inputs(layer, batch=3, device=device)
     for batch in [1, 3]:
         xb = x[:batch]
         kb = {k: v[:batch] for k, v in kwargs.items()}
@@ -163,16 +164,17 @@ def test_clear_errors_for_wrong_inputs(case: Case):
             layer(x, context=kwargs["context"]) if "context" in kwargs else layer(x)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 @pytest.mark.parametrize("case", CASES, ids=ids)
-def test_cuda_matches_cpu(case: Case):
+def test_device_matches_cpu(case: Case, device):
+    if device.type == "cpu":
+        pytest.skip("compares a GPU with the CPU: run with --device cuda (or mps)")
     layer = case.make()
     x, kwargs = case.inputs(layer)
     y, log_det = layer(x, **kwargs)
-    gpu = case.make(device="cuda")
-    xg, kg = x.cuda(), {k: v.cuda() for k, v in kwargs.items()}
+    gpu = case.make(device=device)
+    xg, kg = x.to(device), {k: v.to(device) for k, v in kwargs.items()}
     yg, log_det_g = gpu(xg, **kg)
-    assert yg.device.type == "cuda"
+    assert yg.device.type == device.type
     torch.testing.assert_close(yg.cpu(), y, rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(log_det_g.cpu(), log_det, rtol=1e-6, atol=1e-8)
     if case.invertible:
