@@ -324,11 +324,12 @@ def test_toy_shape_dtype_reproducibility(name):
     assert torch.equal(a, sample_toy(name, 10))  # the global seed works without a generator
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_toy_same_points_on_gpu():
+def test_toy_same_points_on_gpu(device):
+    if device.type == "cpu":
+        pytest.skip("compares a GPU with the CPU: run with --device cuda (or mps)")
     for name in TOY_DATASETS:
-        x = _toy(name, device="cuda")
-        assert x.device.type == "cuda" and torch.equal(x.cpu(), _toy(name)), name
+        x = _toy(name, device=device)
+        assert x.device.type == device.type and torch.equal(x.cpu(), _toy(name)), name
 
 
 def test_toy_names_give_distinct_data():
