@@ -371,3 +371,13 @@ def test_reproduction_script_can_train_on_training_and_validation_images(tmp_pat
     refused = subprocess.run(cmd + ["--patience", "5"], capture_output=True, text=True, env=env,
                              timeout=300)
     assert refused.returncode != 0 and "no validation set for --patience" in refused.stderr
+
+
+def test_every_function_of_the_loop_fits_a_screen():
+    """The loop is read by learners: no function of train.py is longer than 60 lines."""
+    import ast
+    import nfcourse.train
+    tree = ast.parse(Path(nfcourse.train.__file__).read_text())
+    long = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60}
+    assert long == {}
