@@ -37,7 +37,7 @@ import torch
 
 from nfcourse import objectives
 from nfcourse.data import load_binarized_mnist
-from nfcourse.models import VAE
+from nfcourse.models import POSTERIORS, VAE, make_posterior
 from nfcourse.flows import MLP
 from nfcourse.train import evaluate, fit, load_checkpoint, refit_encoder
 from nfcourse.utils import get_device, seed_everything
@@ -53,6 +53,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="hidden units per layer of the encoder and decoder MLPs (default: 400)")
     p.add_argument("--encoder-hidden", type=int, nargs="+", default=None,
                    help="hidden units per layer of the encoder only (default: --hidden)")
+    p.add_argument("--posterior", default="diagonal", choices=POSTERIORS,
+                   help="the posterior family (R&M Table 2: diagonal, planar, nice; extra rows: "
+                        "radial, iaf, the Sylvester flows); see nfcourse.models.make_posterior")
+    p.add_argument("--flow-length", type=int, default=0, metavar="K",
+                   help="the number of flow layers K (0 with --posterior diagonal)")
+    p.add_argument("--flow-hidden", type=int, default=200,
+                   help="hidden units of the NICE and IAF conditioners (one hidden layer)")
+    p.add_argument("--iaf-context", type=int, default=40,
+                   help="size of the context h the encoder gives the IAF layers")
+    p.add_argument("--sylvester-m", type=int, default=None,
+                   help="columns M of Q in the orthogonal Sylvester flow (default z_dim // 2)")
+    p.add_argument("--reflections", type=int, default=4,
+                   help="Householder reflections per layer of the Householder Sylvester flow")
     p.add_argument("--activation", default="relu",
                    choices=["relu", "tanh", "softplus", "elu", "gated"])
     p.add_argument("--anneal", nargs="?", type=int, const=10_000, default=0,
@@ -128,8 +141,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.train_plus_valid:
         train, valid = torch.cat([train, valid]), None
     test = load_binarized_mnist("test")[:args.test_size]
+    posterior = make_posterior(args.posterior, args.z_dim, args.flow_length,
+                               hidden=args.flow_hidden, context_dim=args.iaf_context,
+                               m=args.sylvester_m, reflections=args.reflections)
     model = VAE(784, args.z_dim, args.hidden, encoder_hidden=args.encoder_hidden,
-                activation=args.activation, dropout=args.dropout).to(device)
+                activation=args.activation, dropout=args.dropout,
+                posterior=posterior).to(device)
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -215,6 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "test_images": len(test), "train_images": len(train),
         "train_plus_valid": args.train_plus_valid,
+        "posterior": args.posterior, "flow_length": args.flow_length,
+        **({"flow_hidden": args.flow_hidden} if args.posterior in ("nice", "iaf") else {}),
+        **({"iaf_context": args.iaf_context} if args.posterior == "iaf" else {}),
         "z_dim": args.z_dim, "hidden": args.hidden,
         "encoder_hidden": args.encoder_hidden or args.hidden, "activation": args.activation,
         "dropout": args.dropout, "seed": args.seed,

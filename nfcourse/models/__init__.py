@@ -12,11 +12,12 @@ training loop in :mod:`nfcourse.train`.
 """
 
 from nfcourse.models.likelihoods import Bernoulli, GaussianLikelihood, Likelihood
-from nfcourse.models.posteriors import DiagonalGaussian, FlowPosterior, PointMass, Posterior
+from nfcourse.models.posteriors import (POSTERIORS, DiagonalGaussian, FlowPosterior, PointMass,
+                                        Posterior, make_posterior)
 from nfcourse.models.priors import (DistributionPrior, FlowPrior, MixturePrior, Prior,
                                     StandardNormal)
 from nfcourse.models.vae import VAE, ElboTerms
 
 __all__ = ["VAE", "ElboTerms", "Bernoulli", "GaussianLikelihood", "Likelihood",
-           "DiagonalGaussian", "FlowPosterior", "PointMass", "Posterior", "DistributionPrior",
+           "DiagonalGaussian", "FlowPosterior", "PointMass", "Posterior", "POSTERIORS", "make_posterior", "DistributionPrior",
            "FlowPrior", "MixturePrior", "Prior", "StandardNormal"]

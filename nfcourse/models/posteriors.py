@@ -43,10 +43,12 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from nfcourse.densities import diag_normal_log_prob, kl_std_normal, reparameterize
+from nfcourse import flows as nf
 from nfcourse.flows import Bijection
 from nfcourse.models.priors import DistributionPrior, Prior, StandardNormal, as_prior
 
-__all__ = ["Posterior", "DiagonalGaussian", "FlowPosterior", "PointMass"]
+__all__ = ["Posterior", "DiagonalGaussian", "FlowPosterior", "PointMass", "POSTERIORS",
+           "make_posterior"]
 
 
 class Posterior(nn.Module):
@@ -215,3 +217,55 @@ class PointMass(Posterior):
 
     def mean(self, params: Tensor) -> Tensor:
         return params
+
+
+#: The posterior families by name, for scripts and notebooks (R&M Table 2 and its extra rows).
+POSTERIORS = ("diagonal", "planar", "radial", "nice", "iaf", "sylvester-orthogonal",
+              "sylvester-householder", "sylvester-triangular")
+
+
+def make_posterior(kind: str, z_dim: int, length: int = 0, *, hidden: int = 200,
+                   context_dim: int = 40, m: int | None = None,
+                   reflections: int = 4) -> Posterior:
+    """A posterior family by name, with a flow of ``length`` K:
+
+    - ``"diagonal"``: :class:`DiagonalGaussian` (K = 0);
+    - ``"planar"``, ``"radial"``: R&M's amortized flows, parameters from the encoder;
+    - ``"nice"``: K additive couplings (alternating halves, MLP conditioners with one hidden
+      layer of ``hidden`` units) with their own, global parameters: R&M's NICE posterior;
+    - ``"iaf"``: K IAF layers (MADE with one hidden layer of ``hidden`` units, order
+      reversed every other layer), the encoder's context of ``context_dim`` numbers;
+    - ``"sylvester-orthogonal"`` (``m`` columns, default ``z_dim // 2``),
+      ``"sylvester-householder"`` (``reflections`` per layer), ``"sylvester-triangular"``
+      (Q the identity and the reversal, alternating): van den Berg et al., amortized.
+
+    >>> make_posterior("planar", 40, 10).param_dim(40)     # μ, log σ² and 10 × (u, w, b)
+    890
+    """
+    if kind not in POSTERIORS:
+        raise ValueError(f"posterior {kind!r} is not one of {', '.join(POSTERIORS)}")
+    if (kind == "diagonal") != (length == 0):
+        raise ValueError(f"posterior {kind!r} with a flow of length {length}: the diagonal "
+                         "Gaussian has K = 0, every flow K >= 1")
+    if kind == "diagonal":
+        return DiagonalGaussian()
+    if kind == "planar":
+        return FlowPosterior(nf.Planar(z_dim, length=length, amortized=True))
+    layers: list[Bijection] = []
+    for k in range(length):
+        if kind == "radial":
+            layers.append(nf.Radial(z_dim, amortized=True))
+        elif kind == "nice":
+            layers.append(nf.AdditiveCoupling(nf.half_mask(z_dim, first=k % 2 == 0),
+                                              hidden=(hidden,)))
+        elif kind == "iaf":
+            layers.append(nf.IAF(z_dim, hidden=(hidden,), context_dim=context_dim,
+                                 reverse=k % 2 == 1))
+        elif kind == "sylvester-orthogonal":
+            layers.append(nf.OrthogonalSylvester(z_dim, m=m or z_dim // 2, amortized=True))
+        elif kind == "sylvester-householder":
+            layers.append(nf.HouseholderSylvester(z_dim, n_reflections=reflections,
+                                                  amortized=True))
+        else:
+            layers.append(nf.TriangularSylvester(z_dim, flip=k % 2 == 1, amortized=True))
+    return FlowPosterior(nf.Flow(layers))
