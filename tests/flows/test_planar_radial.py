@@ -303,3 +303,43 @@ def test_radial_matches_the_paper_formula():
     y, ld = layer(z)
     torch.testing.assert_close(y, expected)
     torch.testing.assert_close(ld, log_det.squeeze(-1))
+
+
+# The hand-written backward of the planar chain ---------------------------------------------
+
+@pytest.mark.parametrize("amortized", [False, True], ids=["own", "amortized"])
+@pytest.mark.parametrize("draws", [None, 3], ids=["no_draws", "3_draws"])
+def test_planar_hand_written_backward_matches_autograd(float64, amortized, draws):
+    """The custom backward of Planar against autograd through the same forward, for own and
+    per-sample parameters, with draws [S, B, D] broadcasting against params [B, ...]."""
+    from nfcourse.flows.planar import _chain, _PlanarChain
+    torch.manual_seed(0)
+    layer = Planar(4, length=5, amortized=amortized)
+    params = torch.randn(6, layer.param_dim) if amortized else None
+    if not amortized:
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.copy_(torch.randn_like(p))
+    shape = (6, 4) if draws is None else (draws, 6, 4)
+    z = 1.5 * torch.randn(shape)
+    inputs = [v.detach().requires_grad_(True) for v in (z, *layer._parameters_for(params))]
+    g_z, g_ld = torch.randn(shape), torch.randn(shape[:-1])
+    for fn in (_PlanarChain.apply, _chain):
+        y, log_det = fn(*inputs)[:2]
+        grads = torch.autograd.grad((y * g_z).sum() + (log_det * g_ld).sum(), inputs)
+        if fn is _chain:
+            for got, want in zip(hand, grads):
+                torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        hand = grads
+    assert torch.autograd.gradcheck(lambda *v: _PlanarChain.apply(*v)[:2],
+                                    [v.detach().requires_grad_(True) for v in inputs])
+
+
+def test_planar_takes_the_hand_written_backward_only_when_a_gradient_is_needed():
+    layer = Planar(3, length=4)
+    z = torch.randn(5, 3)
+    y, log_det = layer(z)
+    assert type(y.grad_fn).__name__ == "_PlanarChainBackward"
+    with torch.no_grad():
+        y2, log_det2 = layer(z)
+    assert torch.equal(y2, y.detach()) and torch.equal(log_det2, log_det.detach())
