@@ -179,7 +179,8 @@ class Planar(Bijection):
     def forward(self, z: Tensor, params: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check_x(z)
         u_hat, w, b, sigma = self._parameters_for(params)
-        inputs = (z, u_hat, w, b, sigma)
+        # layer by layer: [K, ..., D] and [K, ...], each layer's slice one dense block
+        inputs = (z, _by_layer(u_hat), _by_layer(w), _by_layer(b, 0), _by_layer(sigma, 0))
         if torch.is_grad_enabled() and any(v.requires_grad for v in inputs):
             return _PlanarChain.apply(*inputs)[:2]
         return _chain(*inputs)[:2]
@@ -224,25 +225,39 @@ def _preactivation(z: Tensor, w: Tensor, b: Tensor) -> Tensor:
     return (z * w).sum(-1) + b
 
 
+def _by_layer(v: Tensor, dims: int = 1) -> Tensor:
+    """Parameters ``[..., K, D]`` (or ``[..., K]``, ``dims=0``) as ``[K, ..., D]``,
+    contiguous, so that each layer's slice is one dense block: elementwise kernels run
+    several times slower on the strided slices ``v[..., k, :]``."""
+    return v.movedim(-1 - dims, 0).contiguous()
+
+
+def _like(v: Tensor, ref: Tensor) -> Tensor:
+    """``v`` ``[K, *P]`` with singleton dimensions inserted after K to broadcast against
+    ``ref`` ``[K, *batch]`` (P aligned to the right of batch)."""
+    return v.reshape(v.shape[:1] + (1,) * (ref.dim() - v.dim()) + v.shape[1:])
+
+
 def _chain(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, sigma: Tensor, keep: bool = False):
     """The K layers forward: ``(z_K, log_det)``, and with ``keep`` also the stacked inputs
     z_{k-1} ``[K, ..., D]``, activations t_k and factors 1 + ψᵀû ``[K, ...]`` (for the
-    backward). Parameters ``[..., K, D]`` and ``[..., K]``, broadcasting against z."""
-    layers = zip(u_hat.unbind(-2), w.unbind(-2), b.unbind(-1), sigma.unbind(-1))
-    zs, ts, dets = [], [], []
-    for u_k, w_k, b_k, sigma_k in layers:
+    backward). Parameters layer by layer, ``[K, *P, D]`` and ``[K, *P]`` (:func:`_by_layer`),
+    P broadcasting against z's batch dimensions."""
+    zs, ts = [], []
+    for u_k, w_k, b_k in zip(u_hat, w, b):
         if keep:
             zs.append(z)
         t = torch.tanh(_preactivation(z, w_k, b_k))
         z = torch.addcmul(z, t.unsqueeze(-1), u_k)
-        # 1 + ψᵀû = 1 + (1 - t²)(σ - 1) = σ + t²(1 - σ): positive, no cancellation
-        dets.append(torch.addcmul(sigma_k, t * t, sigma_k - 1, value=-1))
         ts.append(t)
-    det = torch.stack(dets)
-    log_det = torch.log(dets[0]) if len(dets) == 1 else torch.log(det).sum(0)
+    t = torch.stack(ts)
+    sigma = _like(sigma, t)
+    # 1 + ψᵀû = 1 + (1 - t²)(σ - 1) = σ + t²(1 - σ): positive, no cancellation
+    det = torch.addcmul(sigma, t * t, sigma - 1, value=-1)
+    log_det = torch.log(det).sum(0)
     if not keep:
         return z, log_det
-    return z, log_det, torch.stack(zs), torch.stack(ts), det
+    return z, log_det, torch.stack(zs), t, det
 
 
 class _PlanarChain(torch.autograd.Function):
@@ -283,22 +298,27 @@ class _PlanarChain(torch.autograd.Function):
         u_hat, w, b, sigma, zs, ts, dets = ctx.saved_tensors
         g_z = torch.zeros_like(zs[0]) if g_z is None else g_z
         g_ld = torch.zeros_like(ts[0]) if g_ld is None else g_ld
-        sigma_k = sigma.movedim(-1, 0)                          # [K, *P], P: params' batch
-        sigma_k = sigma_k.reshape(sigma_k.shape[:1] + (1,) * (ts.dim() - sigma_k.dim())
-                                  + sigma_k.shape[1:])          # [K, 1, ..., *P] like ts
-        d_ld_d_t = 2 * ts * (1 - sigma_k) / dets                # ∂ log d_k / ∂ t_k
         slope = 1 - ts * ts                                     # ∂ t_k / ∂ a_k
+        g_t_from_ld = g_ld * 2 * ts * (1 - _like(sigma, ts)) / dets   # ∂ log d_k / ∂ t_k
         g_zs, g_as = [], []
-        for u_k, w_k, k in zip(reversed(u_hat.unbind(-2)), reversed(w.unbind(-2)),
-                               reversed(range(len(ts)))):
+        for u_k, w_k, g_t_k, slope_k in zip(*(v.unbind(0)[::-1]
+                                              for v in (u_hat, w, g_t_from_ld, slope))):
             g_zs.append(g_z)
-            g_t = (g_z * u_k).sum(-1) + g_ld * d_ld_d_t[k]
-            g_a = g_t * slope[k]
+            g_a = ((g_z * u_k).sum(-1) + g_t_k) * slope_k
             g_as.append(g_a)
             g_z = torch.addcmul(g_z, g_a.unsqueeze(-1), w_k)
         g_zs, g_as = torch.stack(g_zs[::-1]), torch.stack(g_as[::-1])   # [K, ..., D], [K, ...]
-        g_u = (g_zs * ts.unsqueeze(-1)).movedim(0, -2).sum_to_size(u_hat.shape)
-        g_w = (g_as.unsqueeze(-1) * zs).movedim(0, -2).sum_to_size(w.shape)
-        g_b = g_as.movedim(0, -1).sum_to_size(b.shape)
-        g_sigma = (g_ld * slope / dets).movedim(0, -1).sum_to_size(sigma.shape)
+        g_u = _to_param(g_zs * ts.unsqueeze(-1), u_hat)
+        g_w = _to_param(g_as.unsqueeze(-1) * zs, w)
+        g_b = _to_param(g_as, b)
+        g_sigma = _to_param(g_ld * slope / dets, sigma)
         return g_z, g_u, g_w, g_b, g_sigma
+
+
+def _to_param(g: Tensor, param: Tensor) -> Tensor:
+    """A gradient ``[K, *batch, ...]`` summed over the dimensions ``param`` ``[K, *P, ...]``
+    was broadcast along."""
+    extra = g.dim() - param.dim()                     # leading batch dims P does not have
+    if extra:
+        g = g.sum(tuple(range(1, 1 + extra)))
+    return g.sum_to_size(param.shape)

@@ -312,7 +312,7 @@ def test_radial_matches_the_paper_formula():
 def test_planar_hand_written_backward_matches_autograd(float64, amortized, draws):
     """The custom backward of Planar against autograd through the same forward, for own and
     per-sample parameters, with draws [S, B, D] broadcasting against params [B, ...]."""
-    from nfcourse.flows.planar import _chain, _PlanarChain
+    from nfcourse.flows.planar import _by_layer, _chain, _PlanarChain
     torch.manual_seed(0)
     layer = Planar(4, length=5, amortized=amortized)
     params = torch.randn(6, layer.param_dim) if amortized else None
@@ -322,7 +322,9 @@ def test_planar_hand_written_backward_matches_autograd(float64, amortized, draws
                 p.copy_(torch.randn_like(p))
     shape = (6, 4) if draws is None else (draws, 6, 4)
     z = 1.5 * torch.randn(shape)
-    inputs = [v.detach().requires_grad_(True) for v in (z, *layer._parameters_for(params))]
+    u_hat, w, b, sigma = layer._parameters_for(params)
+    layered = (z, _by_layer(u_hat), _by_layer(w), _by_layer(b, 0), _by_layer(sigma, 0))
+    inputs = [v.detach().requires_grad_(True) for v in layered]
     g_z, g_ld = torch.randn(shape), torch.randn(shape[:-1])
     for fn in (_PlanarChain.apply, _chain):
         y, log_det = fn(*inputs)[:2]
