@@ -17,7 +17,7 @@ PACKAGE = Path(nfcourse.__file__).parent
 def layers_from_docstring(doc: str) -> dict[str, int]:
     """``{top-level module: layer}`` from lines ``N. ``a``, ``b``: ...`` of the docstring."""
     layers = {}
-    for number, names in re.findall(r"^(\d)\. (.*?):", doc, flags=re.M):
+    for number, names in re.findall(r"^(\d)\. ([^:]*):", doc, flags=re.M):  # may wrap
         for name in re.findall(r"``(\w+)``", names):
             layers[name] = int(number)
     return layers

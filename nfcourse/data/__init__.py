@@ -8,7 +8,7 @@ Loaders find their files in a data directory (argument, else ``$NFCOURSE_DATA``,
 from nfcourse.data.digits import DIGITS_LEVELS, load_digits
 from nfcourse.data.files import MIRRORS, DataError, fetch, resolve_data_dir
 from nfcourse.data.mnist import binarize, load_binarized_mnist, load_mnist
-from nfcourse.data.toy import TOY_DATASETS, sample_toy
+from nfcourse.data.toy import TOY_DATASETS, gaussian_mixture_log_prob, sample_toy
 
 __all__ = [
     "DIGITS_LEVELS",
@@ -17,6 +17,7 @@ __all__ = [
     "TOY_DATASETS",
     "binarize",
     "fetch",
+    "gaussian_mixture_log_prob",
     "load_binarized_mnist",
     "load_digits",
     "load_mnist",

@@ -33,10 +33,13 @@ Logit (preprocessing)        Dinh et al. 2017 (RealNVP)          closed form
 """
 
 from nfcourse.flows.actnorm import ActNorm
+from nfcourse.flows.architectures import (coupling_flow, maf_flow, multiscale_image,
+                                          realnvp_image)
 from nfcourse.flows.autoregressive import IAF, MAF, AffineAutoregressive
 from nfcourse.flows.base import Bijection, Inverse
 from nfcourse.flows.composite import Flow
-from nfcourse.flows.coupling import AdditiveCoupling, AffineCoupling
+from nfcourse.flows.coupling import (AdditiveCoupling, AffineCoupling, MaskedCoupling,
+                                     masked_affine_coupling)
 from nfcourse.flows.distribution import FlowDistribution, rsample_base
 from nfcourse.flows.linear import InvConv1x1, LULinear
 from nfcourse.flows.logit import Logit
@@ -61,7 +64,8 @@ __all__ = [
     "BijectionTransform", "ConvNet", "DiagonalScaling", "FactorOut", "Flow",
     "FlowDistribution", "HouseholderSylvester", "IAF", "InvConv1x1", "Inverse", "LULinear",
     "Logit",
-    "MADE", "MAF", "MLP", "MaskedLinear", "OrthogonalSylvester", "Planar", "Radial",
+    "MADE", "MAF", "MLP", "MaskedCoupling", "MaskedLinear", "masked_affine_coupling", "OrthogonalSylvester", "Planar", "Radial",
     "RandomPermutation", "ReversePermutation", "Squeeze", "Sylvester", "TriangularSylvester",
     "alternating_mask", "channel_mask", "checkerboard_mask", "half_mask", "rsample_base",
+    "coupling_flow", "maf_flow", "multiscale_image", "realnvp_image",
 ]

@@ -35,9 +35,11 @@ import torch
 from torch import Tensor, nn
 
 from nfcourse.flows.base import Bijection
+from nfcourse.flows.masks import half_mask  # noqa: F401 (doctests)
 from nfcourse.flows.nets import MLP, ConvNet, split_output
 
-__all__ = ["AdditiveCoupling", "AffineCoupling", "soft_bound"]
+__all__ = ["AdditiveCoupling", "AffineCoupling", "MaskedCoupling", "masked_affine_coupling",
+           "soft_bound"]
 
 
 def soft_bound(raw: Tensor, bound: float) -> Tensor:
@@ -193,3 +195,74 @@ class AffineCoupling(_Coupling):
         if inverse:
             return (x - t) * torch.exp(s), log_det
         return torch.addcmul(t, x, torch.exp(s)), log_det
+
+
+def masked_affine_coupling(x: Tensor, mask: Tensor, net, inverse: bool = False
+                           ) -> tuple[Tensor, Tensor]:
+    r"""RealNVP's masked affine coupling as one function (Exercise 5.4's reference answer).
+
+    With a 0/1 ``mask`` :math:`b` (1 = kept) and ``(s, t) = net(b * x)``, each ``[B, D]``:
+
+    .. math::
+
+        y = b \odot x + (1 - b) \odot \big(x \odot e^{s} + t\big), \qquad
+        \log|\det J| = \sum_i (1 - b_i)\, s_i ,
+
+    and the inverse :math:`x = b \odot y + (1 - b) \odot (y - t) \odot e^{-s}` with the
+    negated log-det (``net`` sees :math:`b \odot y = b \odot x`, so both directions use the
+    same s, t). Returns ``(output, log_det)``, ``log_det`` of shape ``[B]``.
+
+    >>> mask = torch.tensor([1.0, 0.0])
+    >>> net = lambda v: (v.flip(-1), torch.ones_like(v))      # s = x_kept, t = 1
+    >>> y, ld = masked_affine_coupling(torch.tensor([[2.0, 3.0]]), mask, net)
+    >>> y, ld                                                   # 3 e^2 + 1, log-det 2
+    (tensor([[ 2.0000, 23.1672]]), tensor([2.]))
+    >>> x_back, ld_inv = masked_affine_coupling(y, mask, net, inverse=True)
+    >>> torch.allclose(x_back, torch.tensor([[2.0, 3.0]])), ld_inv
+    (True, tensor([-2.]))
+    """
+    s, t = net(mask * x)
+    keep, change = mask, 1 - mask
+    if inverse:
+        return keep * x + change * (x - t) * torch.exp(-s), -(change * s).sum(-1)
+    return keep * x + change * (x * torch.exp(s) + t), (change * s).sum(-1)
+
+
+class MaskedCoupling(Bijection):
+    """A vector coupling layer that runs a coupling *law* given as a function
+    ``law(x, mask, net, inverse) -> (y, log_det)``, e.g. :func:`masked_affine_coupling` or
+    a student's version of it, with its own ReLU MLP ``net(b ⊙ x) -> (s, t)``.
+
+    The MLP's raw log-scale goes through the same soft bound as :class:`AffineCoupling`
+    (``log_scale_bound``) before the law sees it, and its last layer starts at zero, so a
+    new layer is the identity.
+
+    >>> layer = MaskedCoupling(half_mask(4), hidden=(16,))
+    >>> x = torch.randn(3, 4)
+    >>> torch.allclose(layer.inverse(layer(x)[0])[0], x)
+    True
+    """
+
+    def __init__(self, mask: Tensor, hidden: Sequence[int] = (64, 64), law=None,
+                 log_scale_bound: float = 3.0):
+        super().__init__()
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        if mask.dim() != 1:
+            raise ValueError("MaskedCoupling takes a 1-D mask (vectors)")
+        self.dim = mask.numel()
+        self.register_buffer("mask", mask.float(), persistent=False)
+        self.mlp = MLP(self.dim, 2 * self.dim, hidden)
+        self.law = law if law is not None else masked_affine_coupling
+        self.log_scale_bound = log_scale_bound
+
+    def net(self, x_kept: Tensor) -> tuple[Tensor, Tensor]:
+        s, t = split_output(self.mlp(x_kept), 2)
+        return soft_bound(s, self.log_scale_bound), t
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self._check_x(x)
+        return self.law(x, self.mask.to(x.dtype), self.net, False)
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        self._check_x(y)
+        return self.law(y, self.mask.to(y.dtype), self.net, True)

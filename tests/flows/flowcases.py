@@ -144,6 +144,8 @@ CASES = [
     Case("iaf_ctx_random_order",
          lambda: nf.IAF(D, hidden=(8, 8), context_dim=CTX, order=[3, 0, 4, 1, 2]), scale=0.4),
     Case("inverse_maf", lambda: nf.Inverse(nf.MAF(D, hidden=(16,))), scale=0.4),
+    Case("masked_coupling", lambda: nf.MaskedCoupling(nf.alternating_mask(D), hidden=(16, 16)),
+         scale=0.5),
     Case("logit", lambda: nf.Logit(D, alpha=0.05), input_fn=lambda layer, x: torch.sigmoid(x)),
     Case("logit_image", lambda: nf.Logit(C, alpha=1e-6, event_dims=3), event=(C, H, W),
          input_fn=lambda layer, x: torch.sigmoid(x)),
