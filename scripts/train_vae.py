@@ -37,8 +37,8 @@ import torch
 
 from nfcourse import objectives
 from nfcourse.data import load_binarized_mnist
-from nfcourse.models import POSTERIORS, VAE, make_posterior
-from nfcourse.flows import MLP
+from nfcourse.models import POSTERIORS, VAE, FlowPrior, MixturePrior, make_posterior
+from nfcourse.flows import MLP, coupling_flow, maf_flow
 from nfcourse.train import evaluate, fit, load_checkpoint, refit_encoder
 from nfcourse.utils import get_device, seed_everything
 
@@ -66,6 +66,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="columns M of Q in the orthogonal Sylvester flow (default z_dim // 2)")
     p.add_argument("--reflections", type=int, default=4,
                    help="Householder reflections per layer of the Householder Sylvester flow")
+    p.add_argument("--prior", default="standard", choices=["standard", "mixture", "realnvp",
+                                                           "maf"],
+                   help="the prior p(z): standard normal, a trainable mixture of Gaussians "
+                        "(--prior-components), or a flow prior (--prior-layers RealNVP couplings "
+                        "or MAF layers, hidden units --prior-hidden); see nfcourse.models.priors")
+    p.add_argument("--prior-components", type=int, default=20)
+    p.add_argument("--prior-layers", type=int, default=6)
+    p.add_argument("--prior-hidden", type=int, default=128)
     p.add_argument("--activation", default="relu",
                    choices=["relu", "tanh", "softplus", "elu", "gated"])
     p.add_argument("--anneal", nargs="?", type=int, const=10_000, default=0,
@@ -126,6 +134,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def make_prior(args: argparse.Namespace):
+    """The prior named by --prior (None: the VAE's standard normal)."""
+    if args.prior == "mixture":
+        return MixturePrior(args.z_dim, args.prior_components)
+    if args.prior == "realnvp":
+        return FlowPrior(coupling_flow(args.z_dim, args.prior_layers,
+                                       hidden=(args.prior_hidden, args.prior_hidden)))
+    if args.prior == "maf":
+        return FlowPrior(maf_flow(args.z_dim, args.prior_layers, hidden=(args.prior_hidden,),
+                                  alpha=None))
+    return None
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.train_plus_valid and args.patience is not None:
@@ -146,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
                                m=args.sylvester_m, reflections=args.reflections)
     model = VAE(784, args.z_dim, args.hidden, encoder_hidden=args.encoder_hidden,
                 activation=args.activation, dropout=args.dropout,
-                posterior=posterior).to(device)
+                posterior=posterior, prior=make_prior(args)).to(device)
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -232,7 +253,10 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "test_images": len(test), "train_images": len(train),
         "train_plus_valid": args.train_plus_valid,
-        "posterior": args.posterior, "flow_length": args.flow_length,
+        "posterior": args.posterior, "flow_length": args.flow_length, "prior": args.prior,
+        **({"prior_components": args.prior_components} if args.prior == "mixture" else {}),
+        **({"prior_layers": args.prior_layers, "prior_hidden": args.prior_hidden}
+           if args.prior in ("realnvp", "maf") else {}),
         **({"flow_hidden": args.flow_hidden} if args.posterior in ("nice", "iaf") else {}),
         **({"iaf_context": args.iaf_context} if args.posterior == "iaf" else {}),
         "z_dim": args.z_dim, "hidden": args.hidden,
