@@ -171,9 +171,12 @@ def reconstruction(model, x: Tensor, k: int = 1,
 
 
 def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: int = 5,
-                     generator: torch.Generator | None = None) -> Tensor:
+                     generator: torch.Generator | None = None,
+                     init: Tensor | None = None) -> Tensor:
     """The posterior parameters λ*(x), ``[B, P]``: ``steps`` Adam steps (step size ``lr``) on
-    each point's own ELBO (``k`` draws per step), starting from ``encoder(x)``.
+    each point's own ELBO (``k`` draws per step), starting from ``encoder(x)``, or from
+    ``init`` (``[B, P]``; e.g. a Gaussian optimum with an identity flow appended, so that the
+    flow's search starts where the Gaussian's ended).
 
     Only λ moves: the model's parameters get no gradient and its mode (train/eval) is kept.
     Each point's λ follows its own gradient (Adam works element by element), so the result
@@ -187,7 +190,7 @@ def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: in
     try:
         x = model.prepare(x)
         with torch.no_grad():
-            lam = model.encoder(x)
+            lam = model.encoder(x) if init is None else init.detach().clone()
         with torch.enable_grad():
             lam.requires_grad_(True)
             optimizer = torch.optim.Adam([lam], lr=lr)
@@ -204,12 +207,12 @@ def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: in
 def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100,
                     chunk_size: int | None = None, generator: torch.Generator | None = None,
                     progress: bool = True, refine_steps: int = 0, refine_lr: float = 3e-2,
-                    refine_k: int = 5) -> Tensor:
+                    refine_k: int = 5, params: Tensor | None = None) -> Tensor:
     """Importance-sampled log p(x) with ``samples`` (S) draws from q(z | x), ``[N]``.
 
     With ``refine_steps`` > 0 the proposal is q with the refined parameters of
     :func:`refine_posterior` (``refine_steps``, ``refine_lr``, ``refine_k``) instead of the
-    encoder's.
+    encoder's; with ``params`` (``[N, P]``) it is q with those parameters.
 
     Works through ``x`` in batches of ``batch_size`` and through S in chunks of
     ``chunk_size`` draws (default: about 2^25 decoder outputs per chunk, ~130 MB in
@@ -231,11 +234,15 @@ def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100
     try:
         for start in range(0, n, batch_size):
             xb = model.prepare(x[start:start + batch_size].to(device))
-            params = (refine_posterior(model, xb, refine_steps, refine_lr, refine_k, generator)
-                      if refine_steps else model.encoder(xb))
+            if params is not None:
+                lam = params[start:start + batch_size].to(device)
+            elif refine_steps:
+                lam = refine_posterior(model, xb, refine_steps, refine_lr, refine_k, generator)
+            else:
+                lam = model.encoder(xb)
             acc = torch.full((xb.shape[0],), -math.inf, dtype=xb.dtype, device=device)
             for c in chunks:
-                log_w = log_weights(model, xb, c, generator, params=params)
+                log_w = log_weights(model, xb, c, generator, params=lam)
                 acc = torch.logaddexp(acc, torch.logsumexp(log_w, 0))
                 if bar is not None:
                     bar.update(1)

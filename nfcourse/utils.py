@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import random
+import sys
+from pathlib import Path
 from typing import Iterable, TypeVar
 
 import numpy as np
@@ -64,3 +68,22 @@ def progress(iterable: Iterable[T], desc: str | None = None, total: int | None =
     """
     disable = os.environ.get("NFCOURSE_PROGRESS", "1").strip() in {"0", "false", "no"}
     return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)
+
+
+def run_info(device: torch.device) -> dict:
+    """Where and how a script ran: device, threads, versions, processor, the command line."""
+    return {"device": str(device), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "command": " ".join(sys.argv)}
+
+
+def write_result(result: dict, output: str | os.PathLike | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None) -> None:
+    """Print a script's result as JSON and write it to ``output``, else to
+    ``<checkpoint_dir>/result.json`` (if either is given)."""
+    text = json.dumps(result, indent=2)
+    print(text, flush=True)
+    out = output or (Path(checkpoint_dir) / "result.json" if checkpoint_dir else None)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + "\n")

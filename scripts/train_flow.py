@@ -22,12 +22,7 @@ online); ``../shared/data`` holds the test split only, so this command was not r
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -35,7 +30,7 @@ from nfcourse import flows as nf
 from nfcourse.data import DIGITS_LEVELS, load_digits, load_mnist
 from nfcourse.density import MaximumLikelihood, bits_per_dim
 from nfcourse.train import evaluate, fit
-from nfcourse.utils import get_device, seed_everything
+from nfcourse.utils import get_device, run_info, seed_everything, write_result
 
 
 def load(data: str):
@@ -112,18 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "parameters": sum(v.numel() for v in q.parameters()),
         "levels": levels, "train_images": len(train), "test_images": len(test),
-        "device": str(device), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "command": " ".join(sys.argv),
+        **run_info(device),
         **{k: v for k, v in vars(args).items() if k not in ("output", "device")},
     }
-    text = json.dumps(result, indent=2)
-    print(text, flush=True)
-    out = args.output or (Path(args.checkpoint_dir) / "result.json" if args.checkpoint_dir
-                          else None)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
+    write_result(result, args.output, args.checkpoint_dir)
     return result
 
 

@@ -26,9 +26,6 @@ but ``--device cuda`` (the default picks CUDA when there is one).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,7 +37,7 @@ from nfcourse.data import load_binarized_mnist
 from nfcourse.models import POSTERIORS, VAE, FlowPrior, MixturePrior, make_posterior
 from nfcourse.flows import MLP, coupling_flow, maf_flow
 from nfcourse.train import evaluate, fit, load_checkpoint, refit_encoder
-from nfcourse.utils import get_device, seed_everything
+from nfcourse.utils import get_device, run_info, seed_everything, write_result
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -267,17 +264,9 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_size": args.batch_size, "lr": args.lr, "lr_milestones": args.lr_milestones,
             "lr_gamma": args.lr_gamma, "anneal_steps": args.anneal, "patience": args.patience,
             "ema": args.ema}),
-        "device": str(device), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "command": " ".join(sys.argv),
+        **run_info(device),
     })
-    text = json.dumps(result, indent=2)
-    print(text, flush=True)
-    out = args.output or (Path(args.checkpoint_dir) / "result.json" if args.checkpoint_dir
-                          else None)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
+    write_result(result, args.output, args.checkpoint_dir)
     return result
 
 

@@ -351,3 +351,20 @@ def test_dropout_acts_in_training_mode_only():
     assert not any(isinstance(m, nn.Dropout) for m in MLP(6, 2, [32, 32]))
     with pytest.raises(ValueError, match=r"dropout=1.0 must be in \[0, 1\)"):
         MLP(6, 2, 4, dropout=1.0)
+
+
+def test_refinement_can_start_anywhere_and_the_estimator_can_take_any_proposal():
+    model, x = tiny_vae(), binary(n=6)
+    init = model.encode(x).detach() + 0.3
+    assert torch.equal(objectives.refine_posterior(model, x, steps=0, init=init), init)
+    refined = objectives.refine_posterior(model, x, steps=30, init=init,
+                                          generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(refined, init)
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    default = objectives.log_marginal_is(model, x, samples=50, generator=g(), progress=False)
+    given = objectives.log_marginal_is(model, x, samples=50, generator=g(), progress=False,
+                                       params=model.encode(x).detach())
+    assert torch.equal(default, given)
+    other = objectives.log_marginal_is(model, x, samples=50, generator=g(), progress=False,
+                                       params=init)
+    assert not torch.equal(default, other)

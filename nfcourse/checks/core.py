@@ -117,6 +117,14 @@ class Exercise:
         self.fail(f"{what} is wrong", expected=expected, got=got, hint=hint)
         raise AssertionError("unreachable")
 
+    def log_det_is_autograds(self, f: Callable, point: torch.Tensor, got: Any,
+                             what: str = "the log-det") -> None:
+        """``got`` equals log|det ∂f/∂x| at ``point`` (one point ``[D]``; ``f`` maps it to
+        ``[D]``), the Jacobian taken by autograd: an independent check of a log-det."""
+        jac = torch.autograd.functional.jacobian(f, point)
+        self.close(got, torch.linalg.slogdet(jac)[1][None],
+                   f"{what} should equal log|det ∂f/∂x| by autograd", rtol=1e-8, atol=1e-10)
+
     def close(self, got: Any, expected: Any, what: str, hint: str | None = None,
               rtol: float = 1e-5, atol: float = 1e-6) -> None:
         got = self.tensor(got, what)
