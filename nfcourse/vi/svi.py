@@ -124,9 +124,14 @@ def _minibatches(n: int, b: int, generator: torch.Generator | None):
 
 
 def svi(x: torch.Tensor, m: torch.Tensor, s2: torch.Tensor, sigma2: float, batch_size: int,
-        n_steps: int, tau: float = 1.0, kappa: float = 0.7, eval_every: int = 1,
+        n_steps: int, tau: float = 10.0, kappa: float = 0.7, eval_every: int = 1,
         generator: torch.Generator | None = None, desc: str | None = None) -> SviResult:
-    """Natural-gradient SVI from (m, s²) for ``n_steps`` minibatch steps.
+    """Natural-gradient SVI from (m, s²) for ``n_steps`` minibatch steps, ρ_t = (t + τ)^-κ.
+
+    The default τ = 10 damps the first steps (ρ_0 = 11^-0.7 = 0.19): with τ = 1, ρ_0 = 1 and
+    the first minibatch, scaled up n/b times, *replaces* the starting point; with b = 10 out
+    of 10 000 points that collapsed a mixture component for good (1.95 nats per point short
+    of the optimum after 10 passes).
 
     >>> from nfcourse.vi.mixture import simulate, init_params
     >>> sim = simulate(500, 3, generator=torch.Generator().manual_seed(1))
@@ -151,7 +156,7 @@ def svi(x: torch.Tensor, m: torch.Tensor, s2: torch.Tensor, sigma2: float, batch
 
 
 def sgd(x: torch.Tensor, m: torch.Tensor, s2: torch.Tensor, sigma2: float, batch_size: int,
-        n_steps: int, lr: float, tau: float = 1.0, kappa: float = 0.7, eval_every: int = 1,
+        n_steps: int, lr: float, tau: float = 10.0, kappa: float = 0.7, eval_every: int = 1,
         generator: torch.Generator | None = None, desc: str | None = None) -> SviResult:
     """Plain SGD on the global ELBO in (m, log s²) with step ``lr · ρ_t / n`` (the 1/n keeps
     the step of a per-point average; the Euclidean gradient grows with n).
