@@ -55,3 +55,21 @@ def test_matches_needs_equal_shapes_and_values():
     assert matches(torch.ones(3), torch.ones(3))
     assert not matches(torch.ones(3), torch.ones(1, 3))
     assert not matches(torch.ones(3), torch.ones(3) + 1e-3)
+
+
+def test_a_wrong_answer_shows_only_the_verdict_in_jupyter(tmp_path):
+    """In a notebook, a failing self-check renders as its ✘ lines: no traceback through the
+    checker, whose source lists the known mistakes."""
+    import nbformat
+    from nbclient import NotebookClient
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from nfcourse.checks import flows as check\n"
+        "check.free_energy(lambda log_q, u, beta: (-log_q + beta * u).mean())")])
+    NotebookClient(notebook, allow_errors=True, timeout=120,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    error = notebook.cells[0].outputs[-1]
+    assert error.output_type == "error" and error.ename == "SelfCheckError"
+    shown = "\n".join(error.traceback)
+    assert shown.startswith("✘ Exercise 5.6") and "hint:" in shown
+    assert "Traceback" not in shown and "mistakes" not in shown and "File " not in shown
+    assert len(error.traceback) <= 6

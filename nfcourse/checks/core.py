@@ -21,6 +21,12 @@ Mistake = tuple[torch.Tensor, str]
 class SelfCheckError(AssertionError):
     """A self-check found a wrong answer; the message says what and why."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What Jupyter shows for a wrong answer (IPython calls this): the ✘ block alone. The
+        traceback through the checker would print its source, whose list of known mistakes
+        gives answers away, and bury the ✘ lines under forty others."""
+        return str(self).splitlines()
+
 
 class Exercise:
     """A named exercise whose checks share a title in their messages.
