@@ -92,7 +92,8 @@ SIGMA2 = 25.0                             # prior variance of the component mean
 #
 # **(i) Reverse, $\mathrm{KL}(Q\|P) = \mathbb E_Q[\log q - \log p]$: mode-seeking.** The
 # penalty is large wherever $Q$ has mass and $p$ is small ("zero-forcing"): a Gaussian stretched
-# over both bumps pays $\log p \approx -12.5$ in the valley. The best $Q$ sits on one bump,
+# over both bumps pays $\log p(0) = -12.5 - \tfrac12\log 2\pi \approx -13.4$ in the valley. The
+# best $Q$ sits on one bump,
 # $Q \approx \mathcal N(\pm5, 1)$, where
 # $\mathrm{KL} = \log 2 - \mathbb E_Q\big[\log(1 + q'(x)/q(x))\big] \approx \log 2$ ($q'$ the other
 # component, negligible under $Q$). By symmetry there are two such optima, and which one we

@@ -591,7 +591,7 @@ assert var_naive > var_given_z > var_given_u
 # $a^* = \mathrm{Cov}(f, h)/\mathrm{Var}(h)$, which minimises the variance
 # $\mathrm{Var}(f) - 2a\,\mathrm{Cov}(f,h) + a^2\mathrm{Var}(h)$ to $(1-\rho_{fh}^2)\mathrm{Var}(f)$.
 # Here $\mathrm{Cov}(e^U, U) = (3-e)/2$, $\mathrm{Var}(e^U) = (e^2-1)/2 - (e-1)^2$, $\mathrm{Var}(U) = 1/12$,
-# so the factor is $1/(1-\rho^2)\approx 63$.
+# so the factor is $1/(1-\rho^2)\approx 61.4$.
 #
 # ### Exercise: a control-variate estimator
 # Given samples `f` and `h` (same length) and the known mean `h_mean`, return the estimate and
