@@ -107,9 +107,11 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "parameters": sum(v.numel() for v in q.parameters()),
         "levels": levels, "train_images": len(train), "test_images": len(test),
-        **run_info(device),
-        **{k: v for k, v in vars(args).items() if k not in ("output", "device")},
+        **run_info(device), "max_epochs": args.epochs,
     }
+    # the settings, without overwriting what was measured (e.g. the epochs trained)
+    result.update({k: v for k, v in vars(args).items()
+                   if k not in result and k not in ("output", "device", "epochs")})
     write_result(result, args.output, args.checkpoint_dir)
     return result
 

@@ -25,6 +25,7 @@ def test_train_flow_on_digits(tmp_path, model):
     assert first.returncode == 0, first.stderr
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["model"] == model and result["levels"] == 17 and result["epochs"] == 1
+    assert result["max_epochs"] == 1 and result["best_epoch"] == 1
     # bits/dim of the discrete digits: positive, and the nats agree with it
     assert 0 < result["test_bits_per_dim"] < 20
     assert abs(result["test_nll"] / (64 * 0.6931471805599453) - result["test_bits_per_dim"]) < 1e-3
