@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run the course with nothing but Python 3.10+ and pip.
 
-    python3 tasks.py course   # make .venv, install nfcourse, open JupyterLab on curriculum/
+    python3 tasks.py course   # make .venv, install nfcourse, open JupyterLab on work/ (your copies)
     python3 tasks.py test     # make .venv, install nfcourse[test], run the whole test suite
 
 Both create ``.venv`` on first use and reinstall only when pyproject.toml changes.

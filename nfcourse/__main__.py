@@ -46,11 +46,44 @@ def install_default_viewer(prefix: Path = Path(sys.prefix)) -> Path:
     return path
 
 
+#: The student's working copies: made from curriculum/ on the first ``lab``, never tracked
+#: by git (.gitignore) and never overwritten, so a ``git pull`` of the course cannot touch them.
+WORK = "work"
+
+
+def working_copies(root: Path) -> tuple[list[Path], list[Path]]:
+    """Copy each ``curriculum/NN_*.py`` that ``work/`` lacks into it; never overwrite.
+
+    Returns ``(copied, kept)``: the notebooks copied now, and the student's existing copies
+    whose curriculum version differs (a course update: the student compares by hand).
+    """
+    work = root / WORK
+    work.mkdir(exist_ok=True)
+    copied, kept = [], []
+    for source in sorted((root / "curriculum").glob("[0-9][0-9]_*.py")):
+        target = work / source.name
+        if not target.exists():
+            target.write_bytes(source.read_bytes())
+            copied.append(target)
+        elif target.read_bytes() != source.read_bytes():
+            kept.append(target)
+    return copied, kept
+
+
 def lab(args: argparse.Namespace) -> int:
     install_default_viewer()
-    folder = curriculum.repo_root() / "curriculum"
-    command = [sys.executable, "-m", "jupyter", "lab", str(folder), *args.jupyter_args]
-    print("Starting JupyterLab on", folder, "(Ctrl-C to stop)")
+    root = curriculum.repo_root()
+    copied, kept = working_copies(root)
+    for path in copied:
+        print(f"made your working copy {path.relative_to(root)}")
+    if kept:
+        print(f"your work in {WORK}/ is kept as it is; the course's current versions are in "
+              f"curriculum/ (compare: {', '.join(p.name for p in kept)})")
+    # rooted at the repository, so that solutions/ and curriculum/ are reachable beside
+    # work/, and opening on work/
+    command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}",
+               f"--LabApp.default_url=/lab/tree/{WORK}", *args.jupyter_args]
+    print(f"Starting JupyterLab in {root}, on your notebooks in {WORK}/ (Ctrl-C to stop)")
     if os.name == "nt":
         return subprocess.call(command)
     os.execv(sys.executable, command)

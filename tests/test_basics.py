@@ -95,3 +95,26 @@ def test_jupytext_provides_the_notebook_viewer_we_name():
     bundles = list(labext.glob("jupyterlab-jupytext/static/*.js"))
     assert bundles, f"jupytext's JupyterLab extension is not installed under {labext}"
     assert any("Jupytext Notebook" in p.read_text(errors="ignore") for p in bundles)
+
+
+def test_working_copies_are_made_once_and_never_overwritten(tmp_path):
+    """The student's notebooks live in work/, copied from curriculum/ on the first `lab` and
+    never overwritten by a later one, so an update of the course cannot touch them."""
+    (tmp_path / "curriculum").mkdir()
+    (tmp_path / "curriculum" / "01_a.py").write_text("course v1")
+    copied, kept = cli.working_copies(tmp_path)
+    assert [p.name for p in copied] == ["01_a.py"] and kept == []
+    (tmp_path / "work" / "01_a.py").write_text("my answers")          # the student works
+    (tmp_path / "curriculum" / "01_a.py").write_text("course v2")     # the course updates
+    (tmp_path / "curriculum" / "02_b.py").write_text("a new section")
+    copied, kept = cli.working_copies(tmp_path)
+    assert [p.name for p in copied] == ["02_b.py"] and [p.name for p in kept] == ["01_a.py"]
+    assert (tmp_path / "work" / "01_a.py").read_text() == "my answers"
+    assert (tmp_path / "work" / "02_b.py").read_text() == "a new section"
+
+
+def test_work_is_ignored_by_git():
+    root = Path(cli.__file__).resolve().parents[1]
+    ignored = subprocess.run(["git", "check-ignore", "work/01_bayes.py"], cwd=root,
+                             capture_output=True, text=True)
+    assert ignored.returncode == 0, "work/ must be in .gitignore"
