@@ -60,7 +60,7 @@ from nfcourse.checks import bayes as check
 
 # Float64 throughout: the identities below are checked to 1e-10, beyond float32's reach.
 torch.set_default_dtype(torch.float64)
-seed_everything(0)
+_ = seed_everything(0)
 
 # %% [markdown]
 # ## 1.1 Density of a linear transform of a standard Gaussian

@@ -65,7 +65,7 @@ from nfcourse.data import binarize, load_binarized_mnist, load_mnist
 from nfcourse.models import VAE, DiagonalGaussian, GaussianLikelihood, PointMass
 from nfcourse.vi import estimators
 
-seed_everything(0)
+_ = seed_everything(0)
 device = get_device()
 
 # Every size in one place; NFCOURSE_FAST=1 (the tests) picks the small ones.
@@ -351,7 +351,7 @@ check.iwae_bound(iwae_bound)
 # pluggable parts, which is what training uses. A quick agreement check on a fresh model:
 
 # %%
-seed_everything(0)
+_ = seed_everything(0)
 vae = VAE(784, 40, 400).to(device)            # R&M's sizes: z = 40, 400 hidden units
 x_train = load_binarized_mnist("train")[:N_TRAIN]
 x_valid = load_binarized_mnist("valid")[:N_VALID]
@@ -615,7 +615,7 @@ def traverse(digit, rank, shift):
 # with the same networks, data and optimiser, for `AE_EPOCHS` epochs.
 
 # %%
-seed_everything(0)
+_ = seed_everything(0)
 ae = VAE(784, 40, 400, posterior=PointMass()).to(device)
 ae_history = train.fit(ae, x_train, x_valid, epochs=AE_EPOCHS, batch_size=100, lr=1e-3,
                        objective="reconstruction", time_limit=TIME_LIMIT, seed=0)

@@ -409,6 +409,9 @@ def fit(model, train_data: Tensor | None = None, valid_data: Tensor | None = Non
             _end_epoch(run, s, valid_data, batches)
             if run.history.stopped:
                 break
+        if bar is not None:        # a planned stop (limit, patience) is a finished bar
+            bar.total = bar.n
+            bar.refresh()
     finally:
         if bar is not None:
             bar.close()
@@ -449,15 +452,26 @@ def _train_epoch(run: _Run, s: _Settings, data: Tensor | None, bar) -> int:
             run.history.loss_steps.append(run.step)
             run.history.loss_values.append(sum(window) / len(window))
         if bar is not None:
-            bar.update(1)
-            if run.step % 10 == 0:
-                bar.set_postfix(loss=f"{value:.2f}",
-                                beta=f"{s.objective.temperature(run.step - 1):.2f}",
-                                refresh=False)
+            _show_progress(bar, run, s, value)
         if _limit_reached(run, s):
             break
     run.history.train_loss.append(epoch_loss / items)  # over the batches seen
     return taken
+
+
+def _show_progress(bar, run: _Run, s: _Settings, loss: float) -> None:
+    """One step on the bar; every 10 steps the loss, β and, under a time limit, a total that
+    the limit will let training reach (so that the bar's time estimate is honest)."""
+    bar.update(1)
+    if run.step % 10:
+        return
+    bar.set_postfix(loss=f"{loss:.2f}", beta=f"{s.objective.temperature(run.step - 1):.2f}",
+                    refresh=False)
+    elapsed = time.perf_counter() - run.started
+    done = bar.n - bar.initial
+    if s.time_limit is not None and done and elapsed > 0:
+        reachable = bar.n + int(done / elapsed * max(s.time_limit - elapsed, 0.0))
+        bar.total = max(bar.n, min(s.total_steps, reachable))
 
 
 def _step(run: _Run, s: _Settings, batch: Tensor | None, b: int) -> tuple[float, int]:

@@ -56,7 +56,7 @@ from nfcourse.vi import bbvi, estimators, kl_fit, mixture, svi
 # The problems here are tiny: one thread is faster than several (threads only add overhead).
 torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)
-seed_everything(0)
+_ = seed_everything(0)
 
 # Every size in one place; NFCOURSE_FAST=1 (the tests) picks the small ones.
 N_SVI = pick(full=10_000, fast=2_000)     # data points for SVI (2-D, K = 5)

@@ -71,6 +71,8 @@ def test_student_notebook_fails_only_at_stubs(student: Path, tmp_path: Path):
     wrong = [f"cell {i}: {out.ename}: {out.evalue}" for i, out in errors
              if out.ename != "NotImplementedError" or STUB_PREFIX not in out.evalue]
     assert not wrong, "student notebook fails outside an exercise stub:\n" + "\n".join(wrong)
+    shown = " ".join(str(out.get("data", {}).get("text/plain", "")) for _, out in outputs)
+    assert "torch._C.Generator object" not in shown, "a cell displays a generator: assign it"
     reached = " ".join(out.evalue for _, out in errors)
     reached += " ".join(out.get("text", "") for _, out in outputs
                         if out.output_type == "stream" and NOT_ATTEMPTED in out.get("text", ""))

@@ -4,6 +4,7 @@ NaN handling, and the reproduction script."""
 from __future__ import annotations
 
 import json
+import time
 import os
 import subprocess
 import sys
@@ -405,3 +406,39 @@ def test_every_function_of_the_loop_fits_a_screen():
     long = {node.name: node.end_lineno - node.lineno + 1 for node in ast.walk(tree)
             if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60}
     assert long == {}
+
+
+def test_the_progress_bar_is_honest_under_a_time_limit_and_ends_green(monkeypatch):
+    """Under a time limit the bar's total is what the limit lets training reach (its time
+    estimate then ends with the limit, not hours later), and a planned stop ends the bar
+    complete (tqdm paints an incomplete bar red, which looked like a failure)."""
+    import nfcourse.train as train_module
+    bars = []
+
+    class FakeBar:
+        def __init__(self, iterable=None, desc=None, total=None, initial=0):
+            self.total, self.n, self.initial, self.totals = total, initial, initial, []
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+            self.totals.append(self.total)
+
+        def set_postfix(self, **kwargs):
+            pass
+
+        def refresh(self):
+            pass
+
+        def close(self):
+            self.closed = (self.n, self.total)
+
+    monkeypatch.setattr(train_module, "_progress", FakeBar)
+    slow = lambda m, x, beta, gen: (time.sleep(0.01), objectives.elbo(m, x, generator=gen))[1]  # noqa: E731
+    fit(model(), synthetic(), None, epochs=1000, batch_size=32, objective=slow, time_limit=1.0)
+    bar = bars[-1]
+    assert bar.closed[0] == bar.closed[1]                     # complete when it stops
+    assert bar.totals[0] == 1000 * 8                          # asked for 8000 steps ...
+    assert bar.totals[-1] < 200                               # ... the limit allows ~1 s of them
+    h = fit(model(), synthetic(), None, epochs=2, batch_size=32, progress=True)
+    assert bars[-1].closed == (16, 16) and h.stopped == "all 2 epochs done"
