@@ -3,6 +3,8 @@
 - Fast mode on (``NFCOURSE_FAST=1``) and downloads off (``NFCOURSE_OFFLINE=1``): no test
   touches the network. Notebook kernels inherit these variables.
 - ``NFCOURSE_DATA`` defaults to ``../shared/data`` beside the checkout, where CI keeps it.
+- ``--full`` runs only the notebooks, solutions and student versions, at their DEFAULT
+  settings (``NFCOURSE_FAST=0``), each solution within 10 minutes: what students run.
 - ``--device cpu|cuda|mps`` (default cpu) runs the flow and VAE tests that take the
   ``device`` fixture on that device; a device that is not there is a usage error, never a
   silent skip. Tests that need float64 skip on MPS, which has none.
@@ -30,10 +32,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 if "NFCOURSE_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
     os.environ["NFCOURSE_DATA"] = str(ROOT.parent / "shared" / "data")
 
+#: The time a notebook may take at its default settings, on a 2-core CPU (GUIDE.md).
+FULL_BUDGET_SECONDS = 600
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", choices=["cpu", "cuda", "mps"],
                      help="run the flow and VAE tests that take the `device` fixture on this "
                           "device (default: cpu)")
+    parser.addoption("--full", action="store_true",
+                     help="run the solution and student notebooks at their DEFAULT settings "
+                          "(what students run, not fast mode), each within "
+                          f"{FULL_BUDGET_SECONDS} s; nothing else is collected")
 
 
 def _check_device(name: str) -> None:
@@ -109,7 +119,35 @@ class _NotebookTimer:
             for name, seconds in sorted(self.seconds.items()):
                 terminalreporter.write_line(f"{name:40s} {seconds:7.1f} s")
 
+    def over_budget(self) -> dict[str, float]:
+        return {name: t for name, t in self.seconds.items() if t > FULL_BUDGET_SECONDS}
+
 
 def pytest_configure(config):
     _check_device(config.getoption("--device"))
+    if config.getoption("--full"):
+        # the notebooks' kernels inherit it; the default settings are what students run
+        os.environ["NFCOURSE_FAST"] = "0"
     config.pluginmanager.register(_NotebookTimer(), "nfcourse-notebook-timer")
+
+
+def pytest_collection_modifyitems(config, items):
+    """With --full, only the notebooks: nbval of the solutions, and the student notebooks."""
+    if not config.getoption("--full"):
+        return
+    keep = [item for item in items if item.nodeid.startswith("solutions/")
+            or "test_student_notebook" in item.nodeid]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With --full, a solution notebook over its time budget fails the run."""
+    if not session.config.getoption("--full"):
+        return
+    over = session.config.pluginmanager.get_plugin("nfcourse-notebook-timer").over_budget()
+    if over:
+        for name, seconds in over.items():
+            print(f"\n{name} took {seconds:.0f} s at its default settings, over the "
+                  f"{FULL_BUDGET_SECONDS} s budget")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

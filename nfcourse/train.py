@@ -463,7 +463,7 @@ def _show_progress(bar, run: _Run, s: _Settings, loss: float) -> None:
     """One step on the bar; every 10 steps the loss, β and, under a time limit, a total that
     the limit will let training reach (so that the bar's time estimate is honest)."""
     bar.update(1)
-    if run.step % 10:
+    if bar.disable or run.step % 10:      # a disabled tqdm has no counters (NFCOURSE_PROGRESS=0)
         return
     bar.set_postfix(loss=f"{loss:.2f}", beta=f"{s.objective.temperature(run.step - 1):.2f}",
                     refresh=False)

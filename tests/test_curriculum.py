@@ -3,7 +3,9 @@ failing, when executed, only at exercise stubs."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 
 import jupytext
@@ -64,7 +66,11 @@ def test_student_notebook_fails_only_at_stubs(student: Path, tmp_path: Path):
                        kernel_spec_manager=NbvalKernelspecManager())
     client = NotebookClient(notebook, km=km, allow_errors=True, timeout=600,
                             resources={"metadata": {"path": str(tmp_path)}})
+    started = time.perf_counter()
     client.execute()
+    seconds = time.perf_counter() - started
+    if os.environ.get("NFCOURSE_FAST") == "0":        # --full: the default settings
+        assert seconds <= 600, f"{student.name} took {seconds:.0f} s, over its 10 minutes"
     outputs = [(i, out) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
                for out in cell.get("outputs", [])]
     errors = [(i, out) for i, out in outputs if out.output_type == "error"]

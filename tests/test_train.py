@@ -4,6 +4,7 @@ NaN handling, and the reproduction script."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import os
 import subprocess
@@ -416,6 +417,8 @@ def test_the_progress_bar_is_honest_under_a_time_limit_and_ends_green(monkeypatc
     bars = []
 
     class FakeBar:
+        disable = False
+
         def __init__(self, iterable=None, desc=None, total=None, initial=0):
             self.total, self.n, self.initial, self.totals = total, initial, initial, []
             bars.append(self)
@@ -442,3 +445,15 @@ def test_the_progress_bar_is_honest_under_a_time_limit_and_ends_green(monkeypatc
     assert bar.totals[-1] < 200                               # ... the limit allows ~1 s of them
     h = fit(model(), synthetic(), None, epochs=2, batch_size=32, progress=True)
     assert bars[-1].closed == (16, 16) and h.stopped == "all 2 epochs done"
+
+
+@pytest.mark.parametrize("shown", ["1", "0"])
+def test_fit_under_a_time_limit_with_the_real_bar_shown_or_silenced(monkeypatch, shown):
+    """The real tqdm, not a stand-in: silenced (NFCOURSE_PROGRESS=0, as in logs and the
+    scripts' tests) it has no counters, and the time-limit estimate must not read them."""
+    monkeypatch.setenv("NFCOURSE_PROGRESS", shown)
+    slow = lambda m, x, beta, gen: (time.sleep(0.005), objectives.elbo(m, x, generator=gen))[1]  # noqa: E731
+    h = fit(model(), synthetic(), None, epochs=1000, batch_size=32, objective=slow,
+            time_limit=0.5, progress=True)
+    assert h.stopped.startswith("time limit"), h.stopped
+    assert int(re.search(r"at step (\d+)", h.stopped).group(1)) >= 10   # the estimate ran
