@@ -16,12 +16,15 @@ output layer (400 -> 2z + K(2z + 1)).
 
 Timing: every repeat runs each library for a block of steps, in rotating order; we report
 the median over repeats in steps per second and the ratio ours / pyro. With one thread we
-time this process's CPU time (robust on a shared machine), with more the wall clock. FLOPs
+time this process's CPU time (robust on a shared machine), with more the wall clock (on a GPU,
+the wall clock after a synchronize). ``--cuda-graph`` adds a third column: our step captured
+once in a CUDA graph and replayed (one launch a step instead of one per kernel). FLOPs
 of a step are counted from the matrix products (3 per Linear layer: forward, and the two of
 its backward), which dominate; the flow's own arithmetic is about K·B·D·20 and listed apart.
 
     NFCOURSE_DATA=../shared/data python benchmarks/nfvi.py                 # 1 thread
     NFCOURSE_DATA=../shared/data python benchmarks/nfvi.py --threads 2
+    NFCOURSE_DATA=../shared/data python benchmarks/nfvi.py --device cuda --cuda-graph
     python benchmarks/nfvi.py --quick                                       # smoke run
 """
 
@@ -74,7 +77,7 @@ class PyroNFVAE(nn.Module):
         lam = self.encoder(x)
         mu, log_var, flow = lam.split([Z, Z, lam.shape[-1] - 2 * Z], dim=-1)
         sigma = torch.exp(0.5 * log_var)
-        eps = torch.randn(mu.shape, generator=gen)
+        eps = torch.randn(mu.shape, generator=gen, device=mu.device)
         z = mu + sigma * eps
         log_q = torch.distributions.Normal(mu, sigma).log_prob(z).sum(-1)
         for t, c in zip(self.transforms, flow.split(2 * Z + 1, dim=-1)):
@@ -108,15 +111,44 @@ def make_step(model, loss_fn, batches, gen):
     return step
 
 
+def make_graphed_step(model, loss_fn, batches, gen):
+    """Our step captured in a CUDA graph: the batch is copied into a static input, and
+    replay runs forward, backward and Adam (capturable) without a launch per kernel."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, fused=True, capturable=True)
+    static_x = batches[0].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):               # warm-up on a side stream, as capture needs
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(static_x, 0, gen).backward()
+            optimizer.step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    graph.register_generator_state(gen)
+    optimizer.zero_grad(set_to_none=True)    # backward in the capture writes fresh gradients
+    with torch.cuda.graph(graph):
+        loss_fn(static_x, 0, gen).backward()
+        optimizer.step()
+    state = {"i": 0}
+
+    def step():
+        static_x.copy_(batches[state["i"] % len(batches)])
+        graph.replay()
+        state["i"] += 1
+    return step
+
+
 def matmul_flops(k: int) -> float:
     """FLOPs of the matrix products of one step: 2·B·in·out per Linear, times 3."""
     layers = [(784, HIDDEN), (HIDDEN, 2 * Z + k * (2 * Z + 1)), (Z, HIDDEN), (HIDDEN, 784)]
     return 3 * sum(2 * BATCH * i * o for i, o in layers)
 
 
-def matmul_peak(clock) -> float:
+def matmul_peak(clock, device) -> float:
     """This machine's matrix-product rate (FLOP/s) at the step's biggest shape."""
-    a, b = torch.randn(BATCH, HIDDEN), torch.randn(HIDDEN, 2 * Z + 80 * (2 * Z + 1))
+    a = torch.randn(BATCH, HIDDEN, device=device)
+    b = torch.randn(HIDDEN, 2 * Z + 80 * (2 * Z + 1), device=device)
     for _ in range(3):
         a @ b
     times = []
@@ -135,31 +167,55 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed block")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="3 repeats of 2 steps")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="also time our step replayed from a CUDA graph (with --device cuda)")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if args.cuda_graph and device.type != "cuda":
+        parser.error("--cuda-graph needs --device cuda")
     if args.quick:
         args.repeats, args.steps = 3, 2
     torch.set_num_threads(args.threads)
-    clock = time.process_time if args.threads == 1 else time.perf_counter
-    data = load_binarized_mnist("train")[:50 * BATCH]
+    if device.type == "cuda":
+        def clock():
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        where = torch.cuda.get_device_name(device)
+    else:
+        clock = time.process_time if args.threads == 1 else time.perf_counter
+        where = f"{args.threads} thread(s), {platform.processor() or platform.machine()}"
+    data = load_binarized_mnist("train")[:50 * BATCH].to(device)
     batches = list(data.split(BATCH))
-    peak = matmul_peak(clock)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), "
-          f"{platform.processor() or platform.machine()}; median of {args.repeats} repeats "
-          f"of {args.steps} steps, {'CPU' if args.threads == 1 else 'wall'} time; "
+    peak = matmul_peak(clock, device)
+    print(f"torch {torch.__version__}, {where}; median of {args.repeats} repeats "
+          f"of {args.steps} steps, {'CPU' if clock is time.process_time else 'wall'} time; "
           f"matmul peak here {peak / 1e9:.0f} GFLOP/s")
-    print("| K | ours (steps/s) | pyro (steps/s) | ours / pyro | GFLOP per step | "
-          "fraction of the matmul peak (ours) |")
-    print("|---|---|---|---|---|---|")
+    graphed = " ours, CUDA graph (steps/s) | graph / pyro |" if args.cuda_graph else ""
+    print("| K | ours (steps/s) | pyro (steps/s) | ours / pyro |" + graphed
+          + " GFLOP per step | fraction of the matmul peak (ours) |")
+    print("|---|---|---|---|" + ("---|---|" if args.cuda_graph else "") + "---|---|")
     for k in args.ks:
         built = {"ours": ours(k), "pyro": pyro(k)}
+        for model, _ in built.values():
+            model.to(device)
         # the same model: equal Monte Carlo ELBOs at equal parameters and noise (at K = 0
         # ours trains on the closed-form KL, pyro's on the Monte Carlo one)
-        x0, g = batches[0], lambda: torch.Generator().manual_seed(1)  # noqa: E731
+        x0, g = batches[0], lambda: torch.Generator(device).manual_seed(1)  # noqa: E731
         same = [-elbo(built["ours"][0], x0, analytic_kl=False, generator=g()).mean().item(),
                 built["pyro"][1](x0, 0, g()).item()]
         assert abs(same[0] - same[1]) < 1e-5 * abs(same[0]), f"K={k}: losses {same} differ"
-        steps = {name: make_step(*b, batches, torch.Generator().manual_seed(0))
+        steps = {name: make_step(*b, batches, torch.Generator(device).manual_seed(0))
                  for name, b in built.items()}
+        failed = ""
+        if args.cuda_graph:
+            twin = ours(k)
+            twin[0].to(device)
+            try:
+                steps["graph"] = make_graphed_step(*twin, batches,
+                                                   torch.Generator(device).manual_seed(0))
+            except Exception as error:            # report why, time the rest
+                failed = f"capture failed: {type(error).__name__}: {error}"[:200]
         for step in steps.values():         # warm up
             for _ in range(3):
                 step()
@@ -173,9 +229,13 @@ def main(argv=None) -> int:
                 samples[name].append(args.steps / (clock() - t))
         rate = {name: statistics.median(v) for name, v in samples.items()}
         flops = matmul_flops(k)
+        cells = ""
+        if args.cuda_graph:
+            cells = (f" {rate['graph']:.1f} | {rate['graph'] / rate['pyro']:.2f}× |"
+                     if "graph" in rate else f" {failed} | — |")
         print(f"| {k} | {rate['ours']:.1f} | {rate['pyro']:.1f} | "
-              f"{rate['ours'] / rate['pyro']:.2f}× | {flops / 1e9:.2f} | "
-              f"{flops * rate['ours'] / peak:.2f} |", flush=True)
+              f"{rate['ours'] / rate['pyro']:.2f}× |{cells} {flops / 1e9:.2f} | "
+              f"{flops * max(rate['ours'], rate.get('graph', 0)) / peak:.3g} |", flush=True)
     return 0
 
 

@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--hidden", type=int, default=32, help="conv channels of the conditioners")
     p.add_argument("--layers", type=int, default=5, help="MAF layers")
     p.add_argument("--maf-hidden", type=int, default=128)
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop training after this many minutes (--resume goes on from there)")
     p.add_argument("--checkpoint-dir", default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--device", default=None)
@@ -95,7 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     history = fit(q, train, valid, objective=objective, epochs=args.epochs,
                   batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                  checkpoint_dir=args.checkpoint_dir, resume=args.resume, seed=args.seed,
+                  time_limit=None if args.time_limit is None else 60 * args.time_limit,
+                  checkpoint_dir=args.checkpoint_dir,
+                  resume=args.resume, seed=args.seed,
                   log=lambda line: print(line, flush=True))
     nll = -evaluate(q, test, objective, seed=args.seed + 3)
     result = {
