@@ -20,7 +20,7 @@ on one that points up, or on a module missing from this list):
 """
 
 from nfcourse.config import FAST, pick
-from nfcourse.utils import get_device, progress, seed_everything
+from nfcourse.utils import Budget, get_device, progress, seed_everything
 
-__all__ = ["FAST", "pick", "get_device", "progress", "seed_everything"]
+__all__ = ["FAST", "Budget", "pick", "get_device", "progress", "seed_everything"]
 __version__ = "0.1.0"

@@ -84,6 +84,7 @@ step is passed so that an objective that anneals computes its own :math:`\beta_t
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 import torch
@@ -93,7 +94,7 @@ from nfcourse.densities import bernoulli_log_likelihood, kl_std_normal, reparame
 from nfcourse.utils import progress as _progress
 
 __all__ = ["reparameterize", "bernoulli_log_likelihood", "kl_std_normal", "elbo_closed_form",
-           "iwae_bound", "anneal_beta", "log_weights", "elbo", "iwae", "reconstruction",
+           "elbo_of_parts", "iwae_bound", "anneal_beta", "log_weights", "elbo", "iwae", "reconstruction",
            "refine_posterior", "log_marginal_is", "Objective", "Bound", "warmup_steps"]
 
 
@@ -105,6 +106,26 @@ def elbo_closed_form(x: Tensor, x_logits: Tensor, mu: Tensor, log_var: Tensor) -
     where ``x_logits`` = decoder(z) for one reparameterised z per point. Shapes: ``x`` and
     ``x_logits`` ``[B, D]``, ``mu`` and ``log_var`` ``[B, d]``; returns ``[B]``."""
     return bernoulli_log_likelihood(x, x_logits) - kl_std_normal(mu, log_var)
+
+
+def elbo_of_parts(reparameterize_fn: Callable = reparameterize,
+                  elbo_fn: Callable | None = None) -> Callable:
+    """The one-sample ELBO of a diagonal-Gaussian, Bernoulli-decoder VAE assembled from
+    ``reparameterize_fn(mu, log_var, eps) -> z`` and ``elbo_fn(x, x_logits, mu, log_var)``
+    (default :func:`elbo_closed_form`), as a bound ``(model, x, beta, generator) -> [B]`` for
+    :func:`nfcourse.train.fit`: with a student's own two functions, training runs on them.
+    No annealing (β = 1): the closed-form ELBO has no separate log p(x, z) to temper."""
+    elbo_fn = elbo_closed_form if elbo_fn is None else elbo_fn
+
+    def bound(model, x: Tensor, beta: float, generator: torch.Generator | None) -> Tensor:
+        if beta != 1.0:
+            raise ValueError(f"beta={beta!r}: an ELBO from parts has no annealing; train with "
+                             "anneal=False, or with the objective 'elbo'")
+        x = model.prepare(x)
+        mu, log_var = model.posterior.split(model.encoder(x))
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return elbo_fn(x, model.decode(reparameterize_fn(mu, log_var, eps)), mu, log_var)
+    return bound
 
 
 def iwae_bound(log_w: Tensor, dim: int = 0) -> Tensor:
@@ -172,7 +193,7 @@ def reconstruction(model, x: Tensor, k: int = 1,
 
 def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: int = 5,
                      generator: torch.Generator | None = None,
-                     init: Tensor | None = None) -> Tensor:
+                     init: Tensor | None = None, progress: bool = False) -> Tensor:
     """The posterior parameters λ*(x), ``[B, P]``: ``steps`` Adam steps (step size ``lr``) on
     each point's own ELBO (``k`` draws per step), starting from ``encoder(x)``, or from
     ``init`` (``[B, P]``; e.g. a Gaussian optimum with an identity flow appended, so that the
@@ -180,7 +201,7 @@ def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: in
 
     Only λ moves: the model's parameters get no gradient and its mode (train/eval) is kept.
     Each point's λ follows its own gradient (Adam works element by element), so the result
-    does not depend on which points share a batch, up to the draws.
+    does not depend on which points share a batch, up to the draws. ``progress``: a bar.
     """
     if steps < 0 or lr <= 0 or k < 1:
         raise ValueError(f"steps={steps!r}, lr={lr!r}, k={k!r}: refining the posterior needs "
@@ -194,7 +215,8 @@ def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: in
         with torch.enable_grad():
             lam.requires_grad_(True)
             optimizer = torch.optim.Adam([lam], lr=lr)
-            for _ in range(steps):
+            for _ in (_progress(range(steps), desc=f"refining q ({len(x)} points)")
+                      if progress else range(steps)):
                 neg_elbo = -log_weights(model, x, k, generator, params=lam).mean(0).sum()
                 lam.grad, = torch.autograd.grad(neg_elbo, lam)  # λ only, not θ or φ
                 optimizer.step()
@@ -207,7 +229,8 @@ def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: in
 def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100,
                     chunk_size: int | None = None, generator: torch.Generator | None = None,
                     progress: bool = True, refine_steps: int = 0, refine_lr: float = 3e-2,
-                    refine_k: int = 5, params: Tensor | None = None) -> Tensor:
+                    refine_k: int = 5, params: Tensor | None = None,
+                    time_limit: float | None = None) -> Tensor:
     """Importance-sampled log p(x) with ``samples`` (S) draws from q(z | x), ``[N]``.
 
     With ``refine_steps`` > 0 the proposal is q with the refined parameters of
@@ -218,6 +241,9 @@ def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100
     ``chunk_size`` draws (default: about 2^25 decoder outputs per chunk, ~130 MB in
     float32), combining the chunks with ``logaddexp``. Runs on the model's device; the
     result is on the device of ``x``. The model is put in eval mode.
+
+    ``time_limit`` (seconds): stop after the first batch that ends past it; the result then
+    holds the first ``len(result) < N`` points only (a guard for notebooks on slow machines).
     """
     was_training = model.training
     model.eval()
@@ -231,8 +257,11 @@ def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100
                     desc=f"log p(x), S={samples}" + (f", q refined ({refine_steps} steps)"
                                                       if refine_steps else "")) \
         if progress else None
+    started = time.perf_counter()
     try:
         for start in range(0, n, batch_size):
+            if time_limit is not None and out and time.perf_counter() - started > time_limit:
+                break
             xb = model.prepare(x[start:start + batch_size].to(device))
             if params is not None:
                 lam = params[start:start + batch_size].to(device)

@@ -7,6 +7,7 @@ import os
 import platform
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Iterable, TypeVar
 
@@ -68,6 +69,46 @@ def progress(iterable: Iterable[T], desc: str | None = None, total: int | None =
     """
     disable = os.environ.get("NFCOURSE_PROGRESS", "1").strip() in {"0", "false", "no"}
     return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)
+
+
+class Budget:
+    """One time budget for a whole notebook: every long cell draws on what is left of it.
+
+    ``budget = Budget(9 * 60)`` starts the clock; ``budget.share(0.5)`` is the time limit
+    for the next long step, half of what is left now. A slow machine then shortens every
+    later step instead of running past the notebook's budget, which a fixed limit per step
+    cannot promise. ``Budget(None)`` (fast mode) never limits: ``share`` returns ``None``.
+
+    >>> Budget(None).share(0.5) is None
+    True
+    >>> 0 < Budget(60).share(0.5) <= 30
+    True
+    """
+
+    def __init__(self, seconds: float | None):
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"Budget({seconds!r}): give a positive number of seconds, or None "
+                             "for no limit")
+        self.seconds = seconds
+        self.started = time.perf_counter()
+
+    def spent(self) -> float:
+        return time.perf_counter() - self.started
+
+    def left(self) -> float | None:
+        return None if self.seconds is None else max(self.seconds - self.spent(), 0.0)
+
+    def share(self, fraction: float = 1.0) -> float | None:
+        """``fraction`` of the time left (at least 1 s, so a step always starts)."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"share({fraction!r}): a fraction in (0, 1]")
+        left = self.left()
+        return None if left is None else max(fraction * left, 1.0)
+
+    def __repr__(self) -> str:
+        if self.seconds is None:
+            return f"Budget(no limit; {self.spent():.0f} s spent)"
+        return f"Budget({self.spent():.0f} s of {self.seconds:.0f} s spent)"
 
 
 def run_info(device: torch.device) -> dict:

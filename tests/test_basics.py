@@ -118,3 +118,20 @@ def test_work_is_ignored_by_git():
     ignored = subprocess.run(["git", "check-ignore", "work/01_bayes.py"], cwd=root,
                              capture_output=True, text=True)
     assert ignored.returncode == 0, "work/ must be in .gitignore"
+
+
+def test_one_budget_shrinks_every_later_share():
+    """A notebook's budget: a slow early cell leaves the later ones less, never more."""
+    from nfcourse import Budget
+    budget = Budget(10.0)
+    first = budget.share(0.5)
+    assert 4.9 < first <= 5.0
+    budget.started -= 8.0                       # as if the first cell took 8 s
+    assert budget.share(0.5) <= 1.0 + 1e-9 and budget.left() <= 2.0
+    budget.started -= 100.0                     # past the budget: a step still gets 1 s
+    assert budget.share(0.5) == 1.0 and budget.left() == 0.0
+    assert Budget(None).share(0.3) is None
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        Budget(0)
+    with pytest.raises(ValueError, match="fraction"):
+        Budget(5).share(1.5)

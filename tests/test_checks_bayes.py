@@ -130,6 +130,13 @@ WRONG_LOG_LIK = {
     "average": (lambda mu, x, v: _ll_terms(mu, x, v).mean(), "you averaged"),
     "nll": (lambda mu, x, v: -_ll_terms(mu, x, v).sum(), "negative log-likelihood"),
     "unit variance": (lambda mu, x, v: _ll_terms(mu, x, 1.0).sum(), "noise_var is ignored"),
+    "no 2 pi": (lambda mu, x, v: -0.5 * x.numel() * math.log(v) - 0.5 * ((x - mu) ** 2).sum() / v,
+                "the log(2 pi) part of the constant"),
+    "constant once": (lambda mu, x, v: -0.5 * math.log(2 * math.pi * v)
+                      - 0.5 * ((x - mu) ** 2).sum() / v, "enters once per observation"),
+    "other constant": (lambda mu, x, v: _ll_terms(mu, x, v).sum() + 1.234,
+                       "same constant (+1.234) at each of the 3 inputs tried"),
+    "garbage": (lambda mu, x, v: 2 * _ll_terms(mu, x, v).sum(), "is wrong\n  expected: -9.41"),
 }
 
 WRONG_MLE = {
@@ -211,6 +218,18 @@ WRONG_KL_NORMAL = {
                   "log_var is log sigma^2, not log sigma"),
     "reverse": (lambda mu, lv: 0.5 * ((1 + mu**2) / lv.exp() + lv - 1).sum(-1),
                 "this is KL(N(0, I) || q)"),
+    "log_var as variance": (lambda mu, lv: 0.5 * (lv + mu**2 - lv.log() - 1).sum(-1),
+                            "log_var is log sigma^2, not the variance"),
+    "log of log_var": (lambda mu, lv: 0.5 * (lv.exp() + mu**2 - lv.log() - 1).sum(-1),
+                       "log(log_var) is the log of a log"),
+    "log_var as variance, log term right": (lambda mu, lv: 0.5 * (lv + mu**2 - lv - 1).sum(-1),
+                                            "the sigma^2 and log sigma^2 terms cancel out"),
+    "log_var and exp swapped": (lambda mu, lv: 0.5 * (lv + mu**2 - lv.exp() - 1).sum(-1),
+                                "log_var and exp(log_var) are swapped"),
+    "sigma^4": (lambda mu, lv: 0.5 * (lv.exp() ** 2 + mu**2 - lv - 1).sum(-1),
+                "you squared the variance"),
+    "sqrt of log_var": (lambda mu, lv: 0.5 * (lv.sqrt() + mu**2 - lv - 1).sum(-1),
+                        "contains NaN or inf ... its log or square root is NaN"),
     "mean": (lambda mu, lv: _kl_terms(mu, lv).mean(-1), "you averaged over the k dimensions"),
     "per dimension": (_kl_terms, "sum over the last axis: one KL per row"),
     "batch": (lambda mu, lv: _kl_terms(mu, lv).sum(), "summed over the batch too"),
@@ -288,6 +307,12 @@ def test_mistakes_are_told_apart():
                 hints.setdefault((name, str(err).split("hint: ")[-1]), []).append(label)
     shared = {key: labels for key, labels in hints.items() if len(labels) > 1}
     assert not shared, shared
+
+
+def test_exp_log_var_in_the_log_term_is_named_like_log_var_as_the_variance():
+    """Both make the sigma^2 and log sigma^2 terms cancel: one value, one hint."""
+    with pytest.raises(SelfCheckError, match="terms cancel out"):
+        check.kl_diag_std_normal(lambda mu, lv: 0.5 * (lv.exp() + mu**2 - lv.exp() - 1).sum(-1))
 
 
 def test_value_failures_show_expected_and_got():

@@ -68,6 +68,25 @@ WRONG = [
      - 0.5 * (torch.exp(0.5 * lv) + m**2 - lv - 1).sum(-1), "σ where σ²"),
     ("elbo", lambda x, xl, m, lv: objectives.elbo_closed_form(x, xl, m, lv).detach(),
      "no gradient flows"),
+    ("elbo", lambda x, xl, m, lv: -_bce(xl, x, "none").sum(-1) - objectives.kl_std_normal(m, lv),
+     "arguments of binary_cross_entropy_with_logits are swapped"),
+    ("elbo", lambda x, xl, m, lv: -F.binary_cross_entropy(x, torch.sigmoid(xl), reduction="none")
+     .sum(-1) - objectives.kl_std_normal(m, lv), "arguments of binary_cross_entropy are swapped"),
+    ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1)
+     - 0.5 * (lv.exp() ** 2 + m**2 - lv - 1).sum(-1), "the KL squares the variance"),
+    ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1)
+     - 0.5 * (lv + m**2 - lv.log() - 1).sum(-1), "the KL takes log_var for the variance"),
+    # 4.5b, unstable forms: exact for moderate logits, not for confident ones in float32
+    ("elbo", lambda x, xl, m, lv: -F.binary_cross_entropy(torch.sigmoid(xl), x, reduction="none")
+     .sum(-1) - objectives.kl_std_normal(m, lv), "clamps the log 0 that follows at −100"),
+    ("elbo", lambda x, xl, m, lv: (x * torch.log(torch.sigmoid(xl))
+                                   + (1 - x) * torch.log(1 - torch.sigmoid(xl))).sum(-1)
+     - objectives.kl_std_normal(m, lv), "confident logits .* contains NaN or inf"),
+    ("elbo", lambda x, xl, m, lv: (x * xl - torch.log1p(torch.exp(xl))).sum(-1)
+     - objectives.kl_std_normal(m, lv), "overflows for η > 88"),
+    ("elbo", lambda x, xl, m, lv: torch.distributions.Bernoulli(probs=torch.sigmoid(xl))
+     .log_prob(x).sum(-1) - objectives.kl_std_normal(m, lv),
+     "right for moderate logits but not for confident ones"),
     # 4.5c
     ("iwae_bound", lambda lw: torch.logsumexp(lw, 0), "−log k is missing"),
     ("iwae_bound", lambda lw: lw.mean(0), "averaged the log-weights"),
@@ -77,6 +96,25 @@ WRONG = [
     ("iwae_bound", lambda lw: torch.logsumexp(lw, 0).mean() - math.log(lw.shape[0]),
      "one bound per data point"),
 ]
+
+
+STABLE_LOG_LIKELIHOODS = {
+    "with logits": lambda x, xl: -_bce(x, xl, "none").sum(-1),
+    "x η − softplus(η)": lambda x, xl: (x * xl - F.softplus(xl)).sum(-1),
+    "−softplus(∓η)": lambda x, xl: (-x * F.softplus(-xl) - (1 - x) * F.softplus(xl)).sum(-1),
+    "logsigmoid": lambda x, xl: (x * F.logsigmoid(xl) + (1 - x) * F.logsigmoid(-xl)).sum(-1),
+    "Bernoulli(logits)": lambda x, xl: torch.distributions.Bernoulli(logits=xl).log_prob(x)
+    .sum(-1),
+    "max trick": lambda x, xl: -(xl.clamp(min=0) - x * xl
+                                 + torch.log1p(torch.exp(-xl.abs()))).sum(-1),
+}
+
+
+@pytest.mark.parametrize("form", list(STABLE_LOG_LIKELIHOODS))
+def test_stable_forms_of_the_log_likelihood_pass(form, capsys):
+    log_lik = STABLE_LOG_LIKELIHOODS[form]
+    check.elbo(lambda x, xl, m, lv: log_lik(x, xl) - objectives.kl_std_normal(m, lv))
+    assert capsys.readouterr().out.startswith("✔ Exercise 4.5b")
 
 
 @pytest.mark.parametrize("name, wrong, hint", WRONG, ids=[f"{n}:{h}" for n, _, h in WRONG])

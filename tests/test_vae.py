@@ -173,6 +173,20 @@ def test_nll_estimator_does_not_depend_on_chunking():
     assert model.training  # mode restored
 
 
+def test_nll_estimator_under_a_time_limit_returns_the_first_points():
+    """The notebooks' guard: past the limit it stops after a batch, and what it returns is
+    the first points' estimates, the same as without a limit."""
+    model = tiny_vae()
+    x = binary(n=20)
+    args = dict(samples=200, batch_size=5, progress=False)
+    whole = objectives.log_marginal_is(model, x, generator=torch.Generator().manual_seed(0),
+                                       **args)
+    cut = objectives.log_marginal_is(model, x, generator=torch.Generator().manual_seed(0),
+                                     time_limit=0.0, **args)
+    assert cut.shape == (5,)                       # one batch, then the limit
+    assert torch.equal(cut, whole[:5])
+
+
 def test_refined_posterior_finds_the_exact_posterior_and_tightens_the_estimate():
     model, marginal, (post_mean, post_var) = linear_gaussian(exact=False, seed=4)
     x = data(marginal, n=30, seed=5)
@@ -368,3 +382,24 @@ def test_refinement_can_start_anywhere_and_the_estimator_can_take_any_proposal()
     other = objectives.log_marginal_is(model, x, samples=50, generator=g(), progress=False,
                                        params=init)
     assert not torch.equal(default, other)
+
+
+def test_elbo_of_parts_is_the_training_elbo_and_trains_on_the_students_functions():
+    """Section 4 trains on the student's reparameterisation and ELBO: assembled from the
+    reference parts it is exactly objectives.elbo (same noise), and fit runs on it."""
+    from nfcourse.train import fit
+    model = tiny_vae()
+    x = binary(n=40)
+    parts = objectives.elbo_of_parts()(model, x, 1.0, torch.Generator().manual_seed(0))
+    whole = objectives.elbo(model, x, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(parts, whole, atol=1e-6)
+    calls = []
+
+    def own_elbo(x, x_logits, mu, log_var):
+        calls.append(1)
+        return objectives.elbo_closed_form(x, x_logits, mu, log_var)
+    h = fit(model, x, None, objective=objectives.elbo_of_parts(elbo_fn=own_elbo), epochs=2,
+            batch_size=20, progress=False)
+    assert len(calls) == 4 and h.train_loss[-1] < h.train_loss[0] + 5
+    with pytest.raises(ValueError, match="no annealing"):
+        objectives.elbo_of_parts()(model, x, 0.5, None)

@@ -12,8 +12,12 @@ expected versus got, and, for the mistakes people usually make, what the mistake
 probably is. An unfinished stub's ``NotImplementedError`` passes through untouched.
 
 One module per section; the shared machinery lives in :mod:`nfcourse.checks.core`.
+
+Once a check has passed, later cells run the student's own function:
+``yours_or_reference(elbo, objectives.elbo_closed_form)`` returns it (and the reference
+before that), and says which.
 """
 
-from nfcourse.checks.core import SelfCheckError
+from nfcourse.checks.core import SelfCheckError, yours_or_reference
 
-__all__ = ["SelfCheckError"]
+__all__ = ["SelfCheckError", "yours_or_reference"]

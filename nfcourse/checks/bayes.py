@@ -283,7 +283,7 @@ def log_likelihood(fn: Callable) -> None:
     """Check ``fn(mu, x, noise_var)`` -> log p(D; mu), a number."""
     ex = EX_1_3A
     gen = _generator(14)
-    for mu, noise_var in [(0.7, 1.0), (-0.3, 2.5)]:
+    for mu, noise_var in [(-0.3, 2.5), (0.7, 1.0)]:  # sigma^2 != 1 first: it tells more apart
         x = 1.0 + math.sqrt(noise_var) * _randn(gen, 6)
         n = x.numel()
         per_point = _norm_logpdf(x, mu, noise_var)
@@ -295,6 +295,11 @@ def log_likelihood(fn: Callable) -> None:
              "care, but the evidence and the ELBO (1.6) do"),
             (-0.5 * n * LOG_2PI - 0.5 * squares / noise_var,
              "the constant must be -(n/2) log(2 pi sigma^2): sigma^2 belongs inside the log"),
+            (-0.5 * n * math.log(noise_var) - 0.5 * squares / noise_var,
+             "the log(2 pi) part of the constant -(n/2) log(2 pi sigma^2) is missing"),
+            (-0.5 * math.log(2 * math.pi * noise_var) - 0.5 * squares / noise_var,
+             "the constant -1/2 log(2 pi sigma^2) of one density enters once per "
+             "observation: n times in the sum"),
             (_norm_logpdf(x, mu, noise_var**2).sum(),
              "noise_var is the variance sigma^2, not the standard deviation"),
             (_norm_logpdf(x, mu, 1.0).sum(), "noise_var is ignored (sigma^2 = 1 hard-coded)"),
@@ -309,8 +314,21 @@ def log_likelihood(fn: Callable) -> None:
         ]
         got = ex.call(fn, _t(mu), x, noise_var)
         ex.verdict(got, expected, f"log p(D; mu={mu}) with noise_var={noise_var}", mistakes,
-                 shape_hint="return one number for the whole data set (a 0-dim tensor)")
+                 shape_hint="return one number for the whole data set (a 0-dim tensor)",
+                 elsewhere=_log_likelihood_elsewhere(ex, fn, mu, x, noise_var))
     ex.passed("matches scipy.stats.norm.logpdf summed over the data")
+
+
+def _log_likelihood_elsewhere(ex: Exercise, fn: Callable, mu: float, x: Tensor,
+                              noise_var: float) -> Callable:
+    """(got, expected) at other mu and data of the same size and noise: an answer off by
+    the same constant at all of them has the part that depends on mu and x right."""
+    def values():
+        for shift in (1.1, -0.8):
+            other_mu, other_x = mu - 0.6 * shift, x.flip(0) + shift
+            yield (ex.call(fn, _t(other_mu), other_x, noise_var),
+                   _norm_logpdf(other_x, other_mu, noise_var).sum())
+    return values
 
 
 @self_check
@@ -499,6 +517,20 @@ def kl_diag_std_normal(fn: Callable) -> None:
         (0.5 * (var + m**2 + lv - 1).sum(-1), "the log term has the wrong sign: -log sigma^2"),
         (0.5 * ((2 * lv).exp() + m**2 - 2 * lv - 1).sum(-1),
          "log_var is log sigma^2, not log sigma: sigma^2 = exp(log_var)"),
+        (0.5 * (lv + m**2 - lv.log() - 1).sum(-1),
+         "log_var is log sigma^2, not the variance: sigma^2 = exp(log_var), and "
+         "log sigma^2 is log_var itself"),
+        (0.5 * (var + m**2 - lv.log() - 1).sum(-1),
+         "log sigma^2 is log_var itself: log(log_var) is the log of a log, NaN for "
+         "log_var < 0"),
+        (0.5 * (m**2 - 1).sum(-1),
+         "the sigma^2 and log sigma^2 terms cancel out: sigma^2 = exp(log_var), while "
+         "log sigma^2 = log_var"),
+        (0.5 * (lv + m**2 - var - 1).sum(-1),
+         "log_var and exp(log_var) are swapped: sigma^2 = exp(log_var) and "
+         "log sigma^2 = log_var"),
+        (0.5 * (var**2 + m**2 - lv - 1).sum(-1),
+         "you squared the variance: exp(log_var) is already sigma^2 (its square is sigma^4)"),
         (0.5 * ((1 + m**2) / var + lv - 1).sum(-1),
          "this is KL(N(0, I) || q), the arguments swapped: the expectation is under q"),
         (expected / k, "you averaged over the k dimensions; the KL of independent "
@@ -508,7 +540,9 @@ def kl_diag_std_normal(fn: Callable) -> None:
     ]
     got = ex.call(fn, mu, log_var)
     got = ex.verdict(got, expected, "KL for a batch of 6 diagonal Gaussians", mistakes,
-                   shape_hint="one KL per row: sum over the last axis only, shape [batch]")
+                   shape_hint="one KL per row: sum over the last axis only, shape [batch]",
+                   nan_hint="log_var = log sigma^2 is negative for sigma^2 < 1, so its log or "
+                            "square root is NaN: it is not the variance; sigma^2 = exp(log_var)")
     if not got.requires_grad:
         ex.fail("no gradient flows through your answer",
                 hint="keep the computation in torch (no .item(), numpy or math.exp): "

@@ -4,6 +4,7 @@ tensors, and saying what went wrong."""
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Any, Callable, Iterable
 
 import torch
@@ -99,27 +100,28 @@ class Exercise:
 
     def verdict(self, got: Any, expected: torch.Tensor, what: str,
                 mistakes: Iterable[Mistake] = (), shape_hint: str | None = None,
-                nan_hint: str | None = None, hint: str | None = None) -> torch.Tensor:
+                nan_hint: str | None = None, hint: str | None = None,
+                elsewhere: Callable[[], Iterable[tuple[Any, torch.Tensor]]] | None = None
+                ) -> torch.Tensor:
         """``got`` as a tensor if it equals ``expected``; else fail, naming the first
-        typical mistake it equals, else the property that is off (shape, NaN, a constant
-        offset, or just the values)."""
+        typical mistake it equals (NaN where the mistake has NaN counts as equal), else the
+        property that is off (shape, NaN, a constant offset, or just the values).
+
+        One number cannot show a constant offset; for such an answer ``elsewhere`` yields
+        ``(got, expected)`` at a few other inputs, called only when the answer is wrong."""
         got = self.tensor(got, what)
         if matches(got, expected):
             return got
         for candidate, mistake in mistakes:
-            if matches(got, candidate):
+            if matches(got, candidate, equal_nan=True):
                 self.fail(f"{what} is wrong", expected=expected, got=got, hint=mistake)
         if got.shape != expected.shape:
             self.shape(got, expected.shape, what, hint=shape_hint)
         if not torch.isfinite(got).all():
             self.fail(f"{what} contains NaN or inf", expected=expected, got=got,
                       hint=nan_hint or hint)
-        diff = (got.detach().to(expected.dtype) - expected).flatten()
-        if hint is None and diff.numel() > 1 and torch.allclose(
-                diff, diff[:1].expand_as(diff), rtol=0, atol=1e-6):
-            hint = (f"your values are off by the same constant ({diff[0].item():+.4g}) for "
-                    "every input: the part that depends on the input is right, so look at "
-                    "the normalising constants")
+        if hint is None:
+            hint = _constant_offset(got, expected, elsewhere)
         self.fail(f"{what} is wrong", expected=expected, got=got, hint=hint)
         raise AssertionError("unreachable")
 
@@ -144,6 +146,22 @@ class Exercise:
             self.fail(what, expected=expected, got=got, hint=hint)
 
 
+#: The student functions whose self-check passed, by identity: a function redefined after
+#: its check is a new object and must pass again before later cells run it.
+_PASSED: weakref.WeakSet = weakref.WeakSet()
+
+
+def yours_or_reference(yours: Callable, reference: Callable) -> Callable:
+    """The student's function once its self-check has passed, else the reference; prints
+    which one the cells that follow run, so the notebook goes on either way."""
+    if yours in _PASSED:
+        print(f"→ running your {yours.__name__} (its self-check passed)")
+        return yours
+    print(f"→ running the reference {reference.__module__}.{reference.__name__}: your "
+          f"{yours.__name__} has not passed its self-check yet")
+    return reference
+
+
 def self_check(check: Callable) -> Callable:
     """Make a check report an unfinished exercise instead of stopping the notebook.
 
@@ -154,7 +172,10 @@ def self_check(check: Callable) -> Callable:
     @functools.wraps(check)
     def run(*args, **kwargs):
         try:
-            return check(*args, **kwargs)
+            result = check(*args, **kwargs)
+            if args and callable(args[0]):          # the student's function passed
+                _PASSED.add(args[0])
+            return result
         except NotImplementedError as err:
             if STUB_PREFIX not in str(err):
                 raise
@@ -166,11 +187,44 @@ def self_check(check: Callable) -> Callable:
 
 
 def matches(got: torch.Tensor, candidate: torch.Tensor, rtol: float = 1e-5,
-            atol: float = 1e-6) -> bool:
-    """Whether an answer equals a candidate (used to recognise a typical mistake)."""
+            atol: float = 1e-6, equal_nan: bool = False) -> bool:
+    """Whether an answer equals a candidate (used to recognise a typical mistake). With
+    ``equal_nan``, NaN where the candidate has NaN counts as equal (a mistake such as the log
+    of a negative number gives NaN), provided the candidate has a finite value somewhere."""
     got, candidate = torch.as_tensor(got), torch.as_tensor(candidate)
+    equal_nan = equal_nan and bool(torch.isfinite(candidate).any())
     return got.shape == candidate.shape and torch.allclose(
-        got.to(candidate.dtype), candidate, rtol=rtol, atol=atol)
+        got.to(candidate.dtype), candidate, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def _constant_offset(got: torch.Tensor, expected: torch.Tensor,
+                     elsewhere: Callable[[], Iterable[tuple[Any, torch.Tensor]]] | None
+                     ) -> str | None:
+    """The hint for an answer off by the same constant at every input, else None: across
+    the values of a tensor, or for one number across the inputs ``elsewhere`` yields."""
+    diff = (got.detach().to(expected.dtype) - expected).flatten()
+    where = "for every input"
+    if diff.numel() == 1 and elsewhere is not None:
+        try:
+            more = [_difference(other, wanted).to(diff.dtype) for other, wanted in elsewhere()]
+        except (SelfCheckError, TypeError, ValueError, RuntimeError):
+            return None  # the function fails or gives no number elsewhere: no offset to read
+        diff = torch.cat([diff, *more])
+        where = f"at each of the {diff.numel()} inputs tried"
+    if diff.numel() > 1 and torch.allclose(diff, diff[:1].expand_as(diff), rtol=0, atol=1e-6):
+        return (f"your values are off by the same constant ({diff[0].item():+.4g}) {where}: "
+                "the part that depends on the input is right, so look at the normalising "
+                "constants")
+    return None
+
+
+def _difference(got: Any, expected: Any) -> torch.Tensor:
+    """got - expected for one number; ValueError for anything else."""
+    expected = torch.as_tensor(expected)
+    got = torch.as_tensor(got.detach() if isinstance(got, torch.Tensor) else got)
+    if got.numel() != 1 or expected.numel() != 1:
+        raise ValueError("not one number")
+    return (got.to(expected.dtype) - expected).flatten()
 
 
 def _show(value: Any) -> str:

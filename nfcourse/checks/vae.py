@@ -6,7 +6,8 @@ and compares the answer with an *independent* computation (:mod:`torch.distribut
 never with :mod:`nfcourse.objectives`. When the answer is wrong it computes the usual
 mistakes (``exp(log_var)`` where ``exp(0.5 log_var)`` belongs, the KL's sign flipped or the
 KL forgotten, a ``mean`` reduction of the binary cross-entropy, IWAE without ``- log k``,
-...) and, if the answer is one of them, says so.
+...) and, if the answer is one of them, says so. The ELBO is also tried at the confident
+logits of a trained decoder, in float32, where log σ(η) computed from σ(η) breaks down.
 
 >>> from nfcourse import objectives
 >>> iwae_bound(objectives.iwae_bound)  # doctest: +ELLIPSIS
@@ -19,6 +20,7 @@ import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
@@ -171,6 +173,12 @@ def elbo(fn: Callable) -> None:
          "binary_cross_entropy_with_logits (or sigmoid once)"),
         ((x * eta).sum(-1) - kl, "log σ(η) is not η: use binary_cross_entropy_with_logits, "
                                  "or x·η − softplus(η)"),
+        ((eta * x - F.softplus(x)).sum(-1) - kl,
+         "the arguments of binary_cross_entropy_with_logits are swapped: the logits come "
+         "first (input), the data x second (target)"),
+        (-F.binary_cross_entropy(x, probs, reduction="none").sum(-1) - kl,
+         "the arguments of binary_cross_entropy are swapped: the predicted probabilities "
+         "come first (input), the data x second (target)"),
         (ll - 0.5 * (var + m**2 - lv).sum(-1), "the −1 inside the KL's sum is missing "
                                                "(q = N(0, I) must give KL = 0)"),
         (ll - (var + m**2 - lv - 1).sum(-1), "the factor ½ in front of the KL is missing"),
@@ -178,6 +186,17 @@ def elbo(fn: Callable) -> None:
                                                    "belongs"),
         (ll - 0.5 * (var + m**2 + lv - 1).sum(-1), "the log σ² term of the KL has the wrong "
                                                    "sign: KL = ½ Σ (μ² + σ² − log σ² − 1)"),
+        (ll - 0.5 * (lv + m**2 - lv.log() - 1).sum(-1),
+         "the KL takes log_var for the variance: σ² = exp(log_var), and log σ² is log_var "
+         "itself"),
+        (ll - 0.5 * (var + m**2 - lv.log() - 1).sum(-1),
+         "the KL's log σ² is log_var itself: log(log_var) is NaN for log_var < 0"),
+        (ll - 0.5 * (m**2 - 1).sum(-1), "the KL's σ² and log σ² terms cancel out: "
+                                        "σ² = exp(log_var), while log σ² = log_var"),
+        (ll - 0.5 * (lv + m**2 - var - 1).sum(-1), "the KL has log_var and exp(log_var) "
+                                                   "swapped: σ² = exp(log_var), log σ² = log_var"),
+        (ll - 0.5 * (var**2 + m**2 - lv - 1).sum(-1), "the KL squares the variance: "
+                                                      "exp(log_var) is already σ² (squared, σ⁴)"),
         (ll - 0.5 * (var + m**2 - lv - 1).mean(-1), "the KL was averaged over the latent "
                                                     "dimensions; it is their sum"),
     ]
@@ -185,8 +204,10 @@ def elbo(fn: Callable) -> None:
     got = ex.verdict(got, expected, "the ELBO of 5 images (12 pixels, 3 latents)", mistakes,
                    shape_hint="one ELBO per data point: sum over pixels and latents, not over "
                               "the batch, giving shape [B]",
-                   nan_hint="NaN or inf from log(0): with logits, use "
-                            "F.binary_cross_entropy_with_logits (stable), not log(sigmoid(η))")
+                   nan_hint="NaN or inf comes from a log of 0 or of a negative number: "
+                            "log(sigmoid(η)) can be log 0 (binary_cross_entropy_with_logits "
+                            "never is), and log_var = log σ² is negative for σ² < 1, so it is "
+                            "no variance: σ² = exp(log_var)")
     if not got.requires_grad:
         ex.fail("no gradient flows through your ELBO",
                 hint="keep the computation in torch (no .item(), numpy, or math.exp)")
@@ -199,8 +220,40 @@ def elbo(fn: Callable) -> None:
     ex.close(grads[0], x - probs, "the gradient with respect to x_logits", hint=cut)
     ex.close(grads[1], -m, "the gradient with respect to mu", hint=cut)
     ex.close(grads[2], -0.5 * (var - 1), "the gradient with respect to log_var", hint=cut)
+    _confident_logits(ex, fn, gen, x, m, lv)
     ex.passed("matches Bernoulli(logits).log_prob − kl_divergence(q, N(0, I)), gradients "
-              "included")
+              "included, and stays exact for confident logits (|η| up to 150) in float32")
+
+
+def _confident_logits(ex: Exercise, fn: Callable, gen: torch.Generator, x: Tensor, m: Tensor,
+                      lv: Tensor) -> None:
+    """The ELBO at the logits of a confident decoder, ±20 to ±150, in the float32 of
+    training: σ(η) rounds to 1 there for η > 17 (and to 0 for η < −103), so log(1 − σ(η))
+    and log σ(η) computed from σ(η) are log 0 = −inf, or −100 where binary_cross_entropy
+    clamps them, while the forms that work with the logits (binary_cross_entropy_with_logits,
+    softplus, logsigmoid) stay exact."""
+    B, D = x.shape
+    sign = torch.where(torch.rand(B, D, generator=gen, dtype=DTYPE) < 0.5, -1.0, 1.0)
+    eta = (sign * (20 + 130 * torch.rand(B, D, generator=gen, dtype=DTYPE))).float()
+    x32, mu32, lv32 = x.float(), m.float(), lv.float()
+    q = Independent(Normal(mu32.double(), torch.exp(0.5 * lv32.double())), 1)
+    kl = kl_divergence(q, Independent(Normal(torch.zeros_like(m), torch.ones_like(m)), 1))
+    expected = Bernoulli(logits=eta.double()).log_prob(x).sum(-1) - kl
+    unstable = -F.binary_cross_entropy(torch.sigmoid(eta), x32, reduction="none").sum(-1)
+    got = ex.call(fn, x32, eta, mu32, lv32)
+    ex.verdict(got, expected, "the ELBO for confident logits (|η| from 20 to 150, float32)",
+               [(unstable.double() - kl,
+                 "sigmoid(η) rounds to exactly 1 in float32 once η > 17 (to 0 below −103), "
+                 "and binary_cross_entropy clamps the log 0 that follows at −100: give the "
+                 "logits themselves to binary_cross_entropy_with_logits")],
+               shape_hint="one ELBO per data point, shape [B]",
+               nan_hint="log(sigmoid(η)) or log(1 − sigmoid(η)) is log 0 once sigmoid(η) "
+                        "rounds to 0 or 1 (for η > 17 in float32), and exp(η) overflows for "
+                        "η > 88: work with the logits (binary_cross_entropy_with_logits or "
+                        "softplus)",
+               hint="right for moderate logits but not for confident ones: log σ(η) taken "
+                    "from sigmoid(η) loses everything once sigmoid(η) rounds to 0 or 1; work "
+                    "with the logits (binary_cross_entropy_with_logits or softplus)")
 
 
 # 4.5c ---------------------------------------------------------------------------------------
