@@ -87,32 +87,10 @@ SIGMA2 = 25.0                             # prior variance of the component mean
 # **Your answer:** _write your derivation or explanation here._ *Hint: think about where each KL puts an infinite penalty*
 
 # %% [markdown]
-# **Numerically.** Both KLs are one-dimensional integrals. `kl_fit.forward_kl` and
-# `kl_fit.reverse_kl` compute them by quadrature on a fine grid (the module docstring explains
-# why Gauss–Hermite quadrature is a poor choice here), differentiably in $a$ and $\log b$, so
-# gradient descent can fit $Q$. The forward fit, from a deliberately bad start:
-
-# %%
-P = kl_fit.bimodal(loc=5.0, scale=1.0)
-fwd = kl_fit.fit_gaussian(P, kl_fit.forward_kl, mean0=torch.tensor([-3.0, 4.0]),
-                          log_std0=torch.tensor([0.0, 1.0]), steps=KL_STEPS, lr=0.1,
-                          optimizer="adam", n_nodes=KL_NODES)
-# Moment matching, from P's components: E[x] = sum_j w_j mu_j, and by the law of total
-# variance Var[x] = sum_j w_j s_j^2 + sum_j w_j (mu_j - E[x])^2 (= 1 + 25).
-w_P, mu_P = P.mixture_distribution.probs, P.component_distribution.loc
-s_P = P.component_distribution.scale
-mean_P = (w_P * mu_P).sum()
-var_P = (w_P * s_P ** 2).sum() + (w_P * (mu_P - mean_P) ** 2).sum()
-print("forward-KL fits: mean", fwd.mean.tolist(), "variance", (fwd.std ** 2).tolist(),
-      f"\nmoments of P:    mean {mean_P.item()}, variance {var_P.item()}")
-assert torch.allclose(fwd.mean, mean_P.expand(2), atol=1e-3), "forward KL: mean should be E_P[x]"
-assert torch.allclose(fwd.std ** 2, var_P.expand(2), atol=1e-2), "forward KL: variance Var_P[x]"
-
-# %% [markdown]
 # ### Exercise: the reverse KL by sampling
 #
-# Quadrature works in one dimension; in general we estimate $\mathrm{KL}(Q\|P)$ by Monte
-# Carlo. Write $x = a + b\,\varepsilon$ with $\varepsilon \sim \mathcal N(0, 1)$ (the
+# In general $\mathrm{KL}(Q\|P)$ has no closed form, and we estimate it by Monte Carlo.
+# Write $x = a + b\,\varepsilon$ with $\varepsilon \sim \mathcal N(0, 1)$ (the
 # *reparameterisation*), so that the estimate
 # $\frac1n\sum_s [\log q(x_s) - \log p(x_s)]$ stays differentiable in $a$ and $\log b$.
 # Use `torch.randn` for $\varepsilon$, and `p.log_prob`.
@@ -131,86 +109,9 @@ def reverse_kl_mc(p, mean, log_std, n):
 check.reverse_kl_mc(reverse_kl_mc)
 
 # %% [markdown]
-# With the sampling estimator (the reference `kl_fit.reverse_kl_mc`) and Adam, a fit that
-# starts at $a = 2$ walks to the right-hand mode:
-
-# %%
-_ = seed_everything(1)
-mean = torch.tensor(2.0, requires_grad=True)
-log_std = torch.tensor(0.5, requires_grad=True)
-opt = torch.optim.Adam([mean, log_std], lr=0.05)
-for _ in range(MC_STEPS):
-    opt.zero_grad()
-    kl_fit.reverse_kl_mc(P, mean, log_std, MC_SAMPLES).backward()
-    opt.step()
-print(f"sampling-based reverse-KL fit: a = {mean.item():.3f}, b = {log_std.exp().item():.3f}")
-assert abs(mean.item() - 5.0) < 0.1 and abs(log_std.exp().item() - 1.0) < 0.1
-
-# %% [markdown]
-# **Which start reaches which optimum?** We run plain gradient descent on the (quadrature)
-# reverse KL from a grid of starting points $(a_0, \log b_0)$, all at once, and label each by
-# the optimum it reaches. The step is $1.0$ in $a$ and $0.08$ in $\log b$: the curvature in
-# $\log b$ is up to 20 times that in $a$, and one step size for both would crawl in $a$.
-
-# %%
-a0, l0 = torch.meshgrid(torch.linspace(-8, 8, KL_GRID[0]), torch.linspace(-1, 2, KL_GRID[1]),
-                        indexing="ij")
-rev = kl_fit.fit_gaussian(P, kl_fit.reverse_kl, a0, l0, steps=KL_STEPS, lr=(1.0, 0.08),
-                          optimizer="gd", n_nodes=KL_NODES, desc="reverse-KL fits")
-label = torch.where(rev.mean < -2.5, -1, torch.where(rev.mean > 2.5, 1, 0))  # left/centre/right
-for name, k in [("left mode", -1), ("centre (wide)", 0), ("right mode", 1)]:
-    sel = label == k
-    print(f"{name:14s}: {int(sel.sum()):3d} starts -> a = {rev.mean[sel].mean():+.3f}, "
-          f"b = {rev.std[sel].mean():.3f}, KL = {rev.kl[sel].mean():.4f}")
-
-# The two mode-seeking optima, with KL close to log 2 ...
-for k in (-1, 1):
-    sel = label == k
-    assert torch.allclose(rev.mean[sel], torch.full_like(rev.mean[sel], 5.0 * k), atol=1e-2)
-    assert torch.allclose(rev.std[sel], torch.ones_like(rev.std[sel]), atol=1e-2)
-    assert torch.allclose(rev.kl[sel], torch.full_like(rev.kl[sel], math.log(2)), atol=1e-3)
-# ... reached from every start on their side, away from the centre ...
-assert (label[a0 <= -2.5] == -1).all() and (label[a0 >= 2.5] == 1).all()
-# ... and a third, worse local minimum: a wide Gaussian at 0, reached from central, wide starts.
-centre = label == 0
-assert centre.any() and (rev.mean[centre].abs() < 0.05).all()
-assert ((rev.std[centre] - 4.22).abs() < 0.05).all() and (rev.kl[centre] > 3.2).all()
-
-# %%
-x_grid = torch.linspace(-12, 12, 600)
-fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-ax = axes[0]
-ax.fill_between(x_grid, P.log_prob(x_grid).exp(), alpha=0.3, color="gray", label="P")
-ax.plot(x_grid, Normal(0.0, math.sqrt(26.0)).log_prob(x_grid).exp(), lw=2,
-        label="argmin KL(P‖Q) = N(0, 26)")
-for k, style in [(-1, "--"), (1, "--"), (0, ":")]:
-    sel = label == k
-    a, b = round(rev.mean[sel].mean().item(), 1) + 0.0, rev.std[sel].mean().item()  # no "-0.0"
-    ax.plot(x_grid, Normal(a, b).log_prob(x_grid).exp(), style, lw=2,
-            label=f"local min of KL(Q‖P): N({a:.1f}, {b:.2f}²)")
-ax.set(xlabel="x", ylabel="density", title="Forward vs reverse KL")
-ax.legend(fontsize=8)
-
-ax = axes[1]
-aa, ll = torch.meshgrid(torch.linspace(-8, 8, 121), torch.linspace(-1, 2, 61), indexing="ij")
-landscape = kl_fit.reverse_kl(P, aa, ll, n_nodes=KL_NODES)
-cs = ax.contour(aa, ll, landscape.log(), levels=20, cmap="Greys", linewidths=0.7)
-ax.scatter(a0, l0, c=label, cmap="coolwarm", s=25, edgecolor="k", linewidth=0.3)
-for i in range(0, KL_GRID[0], max(1, KL_GRID[0] // 8)):      # a few gradient-descent paths
-    path_a = torch.stack([p_[i, -2] for p_ in rev.path_mean])
-    path_l = torch.stack([p_[i, -2] for p_ in rev.path_log_std])
-    ax.plot(path_a, path_l, color="k", lw=0.8, alpha=0.6)
-ax.plot([-5, 5, 0], [0, 0, math.log(4.22)], "k*", ms=14, label="local minima")
-ax.set(xlabel="initial mean a₀", ylabel="initial log b₀",
-       title="Reverse KL: where each start ends (blue: left, grey: centre, red: right)")
-ax.legend(loc="lower left", fontsize=8)
-plt.tight_layout()
-plt.show()
-
-# %% [markdown]
-# Starts on either side go to the mode on that side. Starts near $a_0 = 0$ that are already
-# wide enough to cover both bumps settle in the shallow central minimum; narrow central starts
-# fall off the ridge to one side. The contour lines are $\log \mathrm{KL}(Q\|P)$.
+# > *Not shown here, since it gives an answer away:* the numerical fits of 2.1 (forward KL;
+# > reverse KL by sampling and from a grid of starts) and their picture. Find it in
+# > `solutions/02_cavi.py` once you have done the exercise.
 
 # %% [markdown]
 # ## 2.2 EM vs variational inference
@@ -221,33 +122,16 @@ plt.show()
 # %% [markdown]
 # **Your answer:** _write your derivation or explanation here._ *Hint: write EM as coordinate ascent on one bound, F(q, theta)*
 
-# %% [markdown]
-# **Check.** (a) CAVI's $\varphi$ update with $s_k^2 = 0$ is EM's E-step: the exact posterior
-# $p(c_i\mid x_i, \boldsymbol\mu = \mathbf m)$, computed here independently with
-# `torch.distributions`. (b) On a data set with many points per component MAP-EM and CAVI find
-# nearly the same means; they differ by the $s_k^2$ terms, which shrink like $1/n_k$.
-
 # %%
+# A data set from the mixture model of 2.4 to 2.8 (described before 2.4): 1-D, K = 3.
 gen = torch.Generator().manual_seed(6)
 sim1 = mixture.simulate(N_1D, K=3, D=1, sigma2=SIGMA2, generator=gen)
 x1 = sim1.x                                            # [n, 1]
-m_test = torch.tensor([[-4.0], [0.5], [3.0]])
-log_prior_c = Categorical(logits=torch.zeros(3)).logits                # log(1/K)
-exact = torch.softmax(Normal(m_test.T, 1.0).log_prob(x1) + log_prior_c, -1)
-assert torch.allclose(mixture.update_phi(x1, m_test, torch.zeros(3)), exact, atol=1e-12)
 
-m_em, _ = mixture.init_params(x1, 3, torch.Generator().manual_seed(0))
-s2_zero = torch.zeros(3)
-for _ in range(200):                                   # MAP-EM: CAVI with s^2 clamped to 0
-    m_em, _ = mixture.update_m_s2(x1, mixture.update_phi(x1, m_em, s2_zero), SIGMA2)
-res_em_check = mixture.cavi(x1, 3, SIGMA2,
-                            *mixture.init_params(x1, 3, torch.Generator().manual_seed(0)))
-perm = mixture.match_components(res_em_check.m, m_em)
-gap = (m_em[perm] - res_em_check.m).abs().max().item()
-print(f"MAP-EM means {m_em[perm].flatten().tolist()}"
-      f"\nCAVI means   {res_em_check.m.flatten().tolist()}"
-      f"\nlargest difference {gap:.2e}; CAVI's s_k^2 = {res_em_check.s2.tolist()}")
-assert gap < 10 * res_em_check.s2.max().item() + 1e-6
+# %% [markdown]
+# > *Not shown here, since it gives an answer away:* the check of 2.2 on the mixture (EM's
+# > E-step, MAP-EM against CAVI). Find it in `solutions/02_cavi.py` once you have done the
+# > exercise.
 
 # %% [markdown]
 # ## 2.3 ELBO as a KL divergence?
@@ -259,39 +143,8 @@ assert gap < 10 * res_em_check.s2.max().item() + 1e-6
 # **Your answer:** _write your derivation or explanation here._ *Hint: is p(z, x), as a function of z, a probability density?*
 
 # %% [markdown]
-# **Check.** A narrow conjugate model: $z\sim\mathcal N(0, 0.1^2)$, $x\mid z\sim\mathcal N(z, 0.1^2)$,
-# observed $x = 0$, so $p(x) = \mathcal N(0; 0, 0.02) \approx 2.82 > 1$. With $q$ the exact posterior
-# $\mathcal N(0, 0.005)$, the "KL" $\mathbb E_q[\log q - \log p(z, x)]$ is negative: a
-# Monte Carlo estimate equals $-\log p(x)$. For another $q$, a Monte Carlo estimate of the
-# same "KL" agrees with $\mathrm{KL}(q\,\|\,p(z\mid x)) - \log p(x)$ (the genuine KL from
-# `torch.distributions`), and so does minus the closed-form ELBO of section 1
-# (`bayes.elbo_conjugate`), whose gap to $\log p(x)$ (`bayes.log_evidence`) closes at the posterior.
-
-# %%
-tau2, noise2, x_obs = 0.01, 0.01, torch.tensor(0.0)
-post = Normal(x_obs * tau2 / (tau2 + noise2), math.sqrt(tau2 * noise2 / (tau2 + noise2)))
-z = post.sample((200_000,))
-log_joint = Normal(0.0, math.sqrt(tau2)).log_prob(z) + Normal(z, math.sqrt(noise2)).log_prob(x_obs)
-fake_kl = (post.log_prob(z) - log_joint).mean().item()
-log_px = Normal(0.0, math.sqrt(tau2 + noise2)).log_prob(x_obs).item()
-print(f"'KL(q || p(z, x))' = {fake_kl:.4f}, -log p(x) = {-log_px:.4f}")
-assert fake_kl < 0 and abs(fake_kl + log_px) < 1e-9  # the integrand is constant for q = posterior
-
-x_data = x_obs.reshape(1)                    # section 1's functions take the data as [n]
-assert abs(bayes.log_evidence(x_data, tau2, noise2).item() - log_px) < 1e-12
-assert abs(bayes.elbo_conjugate(post.mean, post.variance, x_data, tau2, noise2).item()
-           - log_px) < 1e-12                 # the bound is tight at the posterior
-q_other = Normal(0.03, 0.05)
-z_other = q_other.sample((200_000,))
-terms = q_other.log_prob(z_other) - (Normal(0.0, math.sqrt(tau2)).log_prob(z_other)
-                                     + Normal(z_other, math.sqrt(noise2)).log_prob(x_obs))
-genuine_kl = torch.distributions.kl_divergence(q_other, post).item()
-neg_elbo = -bayes.elbo_conjugate(0.03, 0.05 ** 2, x_data, tau2, noise2).item()
-print(f"another q: 'KL' by Monte Carlo {terms.mean():.4f}, KL(q || posterior) - log p(x) "
-      f"{genuine_kl - log_px:.4f}, -ELBO {neg_elbo:.4f}")
-se = terms.std().item() / math.sqrt(len(terms))
-assert abs(terms.mean().item() - (genuine_kl - log_px)) < 4 * se   # "KL to p(z, x)" = KL - log p(x)
-assert abs(neg_elbo - (genuine_kl - log_px)) < 1e-9
+# > *Not shown here, since it gives an answer away:* the check of 2.3 on a conjugate model. Find
+# > it in `solutions/02_cavi.py` once you have done the exercise.
 
 # %% [markdown]
 # ## The model: a Bayesian mixture of unit-variance Gaussians (Blei et al. §2–3)
@@ -350,18 +203,10 @@ assert (z_scores.abs() < 4).all()
 # *What do you think is the biggest challenge to scalability of CAVI?*
 #
 # **Your answer:** _write your derivation or explanation here._ *Hint: what does one iteration have to touch?*
-#
-# **Illustration**: the time of one CAVI sweep grows linearly with $n$ (measured; not asserted,
-# since wall times on a shared machine are noisy).
 
-# %%
-for n in (1_000, 10_000, 100_000):
-    xs = mixture.simulate(n, 5, D=2, generator=torch.Generator().manual_seed(0)).x
-    m_, s2_ = mixture.init_params(xs, 5, torch.Generator().manual_seed(0))
-    start = time.perf_counter()
-    for _ in range(5):
-        _, m_, s2_ = mixture.cavi_step(xs, m_, s2_, SIGMA2)
-    print(f"n = {n:7d}: {(time.perf_counter() - start) / 5 * 1e3:7.2f} ms per sweep")
+# %% [markdown]
+# > *Not shown here, since it gives an answer away:* an illustration of the answer to 2.5,
+# > timed. Find it in `solutions/02_cavi.py` once you have done the exercise.
 
 # %% [markdown]
 # ## 2.6 Complete conditionals in the exponential family
@@ -370,24 +215,10 @@ for n in (1_000, 10_000, 100_000):
 # you would like to apply CAVI?*
 #
 # **Your answer:** _write your derivation or explanation here._ *Hint: what is the optimal factor q_j proportional to, and what family is it in?*
-#
-# **Check**: compute $\mathbb E_{q(\mathbf c)}[\log p(\mu_k, \mathbf c, \mathbf x)]$ as a
-# function of $\mu_k$ with `torch.distributions` (it is linear in $c$, so the expectation puts
-# $\varphi$ in place of $c$), read its natural parameters off with autograd (the gradient at
-# $\mu_k = 0$ and minus the second derivative), and compare with CAVI's update.
 
-# %%
-phi_1 = mixture.update_phi(x1, m_test, torch.ones(3))
-m_cavi, s2_cavi = mixture.update_m_s2(x1, phi_1, SIGMA2)
-for k in range(3):
-    def expected_log_conditional(mu_k, k=k):
-        return (Normal(0.0, math.sqrt(SIGMA2)).log_prob(mu_k)
-                + (phi_1[:, k] * Normal(mu_k, 1.0).log_prob(x1[:, 0])).sum())
-    zero = torch.tensor(0.0)
-    lam1 = torch.autograd.functional.jacobian(expected_log_conditional, zero)
-    lam2 = -torch.autograd.functional.hessian(expected_log_conditional, zero)
-    assert torch.allclose(lam2, 1 / s2_cavi[k]) and torch.allclose(lam1 / lam2, m_cavi[k, 0])
-print("q*(mu_k) from the expected complete conditional = CAVI's (m_k, s_k^2), for every k")
+# %% [markdown]
+# > *Not shown here, since it gives an answer away:* the check of 2.6 with autograd. Find it in
+# > `solutions/02_cavi.py` once you have done the exercise.
 
 # %% [markdown]
 # ## 2.7 The whole ELBO, and the CAVI updates from its gradient (Additional)

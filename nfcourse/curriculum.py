@@ -16,15 +16,36 @@ Markdown (HTML comments, so the solution notebook renders cleanly)::
     # Since log t <= t - 1, ...
     # <!-- END SOLUTION -->
 
+A whole cell that gives an answer away (a check that asserts or prints what an exercise
+asks for, a Markdown cell that states it, a demonstration that answers a later question)
+is marked *solution only* by its first line, code or Markdown::
+
+    # %%
+    ### SOLUTION ONLY the answers to (a) to (c), checked
+    assert n_free == 9
+
+    # %% [markdown]
+    # <!-- SOLUTION ONLY the check of 2.3 -->
+    # With q the exact posterior, the "KL" is -log p(x) ...
+
+It stays in the solution notebook (CI runs its asserts there) and is left out of the
+student's. A run of consecutive solution-only cells becomes one Markdown cell pointing to
+the solution notebook, naming what is there (the text after the marker; without one,
+"the worked check of this exercise"). Cells after it must not need its variables, and it
+may not hold an exercise (a BEGIN SOLUTION region): the student would never see it.
+
 :func:`build` writes ``curriculum/NN_topic.py`` with every marked region replaced by a
 stub: ``raise NotImplementedError(...)`` carrying the hint for code, and a prompt for
-Markdown. ``python -m nfcourse build-curriculum`` runs it; the test suite fails when
-``curriculum/`` is out of date or when solution text leaks into it.
+Markdown, and every solution-only cell replaced by the pointer.
+``python -m nfcourse build-curriculum`` runs it; the test suite fails when
+``curriculum/`` is out of date, when solution text leaks into it, or when a student
+notebook asserts or states an answer after its exercise.
 """
 
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +57,16 @@ _CODE_BEGIN = re.compile(r"^(?P<indent>\s*)### BEGIN SOLUTION(?:\s+(?P<hint>.*?)
 _CODE_END = re.compile(r"^\s*### END SOLUTION\s*$")
 _MD_BEGIN = re.compile(r"^(?P<indent>\s*)# <!-- BEGIN SOLUTION(?:\s+(?P<hint>.*?))? -->\s*$")
 _MD_END = re.compile(r"^\s*# <!-- END SOLUTION -->\s*$")
+_CELL = re.compile(r"^# %%(?P<rest>.*)$")
+_ONLY_CODE = re.compile(r"^### SOLUTION ONLY(?:\s+(?P<what>.*?))?\s*$")
+_ONLY_MD = re.compile(r"^# <!-- SOLUTION ONLY(?:\s+(?P<what>.*?))? -->\s*$")
+_ONLY_ANY = re.compile(r"^\s*(?:###|# <!--) SOLUTION ONLY\b")
+
+#: What the pointer names when a solution-only cell's marker says nothing.
+ONLY_DEFAULT = "the worked check of this exercise"
+
+_POINTER = ("*Not shown here, since it gives an answer away:* {what}. Find it in "
+            "`solutions/{name}` once you have done the exercise.")
 
 _BANNER = """\
 # %% [markdown]
@@ -106,6 +137,97 @@ def find_regions(text: str, name: str = "<solution>") -> list[Region]:
     return regions
 
 
+@dataclass
+class OnlyCell:
+    """One solution-only cell: its kind, lines (1-based: its ``# %%`` line to its last line,
+    trailing blank lines included), what the pointer calls it (the text after the marker, or
+    "" for none) and its text after the marker line."""
+
+    kind: str
+    start: int
+    end: int
+    what: str
+    body: list[str]
+
+
+def _cells(lines: list[str]) -> list[tuple[int, int]]:
+    """(first, last) 0-based line ranges of the jupytext cells: a ``# %%`` line to the line
+    before the next one."""
+    starts = [i for i, line in enumerate(lines) if _CELL.match(line)]
+    return list(zip(starts, [s - 1 for s in starts[1:]] + [len(lines) - 1]))
+
+
+def solution_only_cells(text: str, name: str = "<solution>") -> list[OnlyCell]:
+    """The cells marked SOLUTION ONLY, checking that each marker opens its cell.
+
+    >>> src = "# %%\\n### SOLUTION ONLY the check\\nassert 1 + 1 == 2\\n\\n# %%\\nx = 1\\n"
+    >>> [(c.kind, c.start, c.end, c.what, c.body) for c in solution_only_cells(src)]
+    [('code', 1, 4, 'the check', ['assert 1 + 1 == 2', ''])]
+    """
+    lines = text.splitlines()
+    cells: list[OnlyCell] = []
+    marker_lines: set[int] = set()
+    for first, last in _cells(lines):
+        markdown = re.search(r"\[(markdown|md)\]", lines[first]) is not None
+        body = range(first + 1, last + 1)
+        opening = next((i for i in body if lines[i].strip()), None)
+        if opening is None:
+            continue
+        marker = (_ONLY_MD if markdown else _ONLY_CODE).match(lines[opening])
+        if marker is None:
+            if (_ONLY_CODE if markdown else _ONLY_MD).match(lines[opening]):
+                raise MarkerError(
+                    f"{name}:{opening + 1}: the wrong SOLUTION ONLY marker for this cell: a "
+                    "Markdown cell opens with `# <!-- SOLUTION ONLY ... -->`, a code cell with "
+                    "`### SOLUTION ONLY ...`.")
+            continue
+        rest = lines[opening + 1:last + 1]
+        for offset, line in enumerate(rest, start=opening + 2):
+            if _CODE_BEGIN.match(line) or _MD_BEGIN.match(line):
+                raise MarkerError(
+                    f"{name}:{offset}: an exercise (BEGIN SOLUTION) inside the solution-only "
+                    f"cell of line {first + 1}; the student would never see it. Move it out.")
+        marker_lines.add(opening)
+        cells.append(OnlyCell("markdown" if markdown else "code", first + 1, last + 1,
+                              (marker.group("what") or "").strip(), rest))
+    for lineno, line in enumerate(lines):
+        if _ONLY_ANY.match(line) and lineno not in marker_lines:
+            raise MarkerError(f"{name}:{lineno + 1}: SOLUTION ONLY must be the first line of "
+                              "its cell (it marks the whole cell).")
+    return cells
+
+
+def _without_solution_only(text: str, name: str) -> str:
+    """The text with each run of consecutive solution-only cells replaced by one pointer."""
+    lines = text.splitlines()
+    cells = solution_only_cells(text, name)
+    if not cells:
+        return text
+    out: list[str] = []
+    position = 0
+    runs: list[list[OnlyCell]] = []
+    for cell in cells:
+        if runs and runs[-1][-1].end + 1 == cell.start:
+            runs[-1].append(cell)
+        else:
+            runs.append([cell])
+    for run in runs:
+        out.extend(lines[position:run[0].start - 1])
+        whats = list(dict.fromkeys(cell.what for cell in run if cell.what)) or [ONLY_DEFAULT]
+        pointer = _POINTER.format(what="; ".join(whats), name=Path(name).name)
+        out.append("# %% [markdown]")
+        out.extend(textwrap.wrap(pointer, 96, initial_indent="# > ", subsequent_indent="# > ",
+                                 break_on_hyphens=False))
+        last = run[-1]
+        blank = 0  # keep the blank lines that separated the run from the next cell
+        while last.end - 1 - blank >= last.start and not lines[last.end - 1 - blank].strip():
+            blank += 1
+        out.extend([""] * max(blank, 1 if last.end < len(lines) else 0))
+        position = last.end
+    out.extend(lines[position:])
+    return "\n".join(out) + "\n"
+
+
 def _stub(region: Region, indent: str) -> list[str]:
     if region.kind == "code":
         hint = f" (hint: {region.hint})" if region.hint else ""
@@ -125,6 +247,7 @@ def student_version(text: str, name: str = "<solution>") -> str:
         raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: add).')
     """
     find_regions(text, name)  # validate the markers before rewriting anything
+    text = _without_solution_only(text, name)
     out: list[str] = []
     inside: Region | None = None
     for line in text.splitlines():

@@ -262,10 +262,12 @@ def posterior(joint, query, evidence):
 check.posterior(posterior)
 
 # %% [markdown]
+# <!-- SOLUTION ONLY the answers to (a) to (c), each checked a different way from how it was computed, and explaining away in a picture -->
 # With the reference implementations, the answers to (a) to (c), each checked a different way
 # from how it was computed:
 
 # %%
+### SOLUTION ONLY
 joint = bayes.joint_table(*cpts)
 assert abs(joint.sum().item() - 1) < 1e-12
 
@@ -294,9 +296,11 @@ assert p_s_wr < bayes.posterior(joint, S, {})[1] < p_s_w  # explaining away
 print(f"p(S=1|W=1) = {p_s_w:.4f}   p(R=1|W=1) = {p_r_w:.4f}   p(S=1|W=1,R=1) = {p_s_wr:.4f}")
 
 # %% [markdown]
+# <!-- SOLUTION ONLY -->
 # Explaining away in one picture: how the belief in each cause moves as evidence comes in.
 
 # %%
+### SOLUTION ONLY
 evidences = {"nothing": {}, "W=1": {W: 1}, "W=1, R=1": {W: 1, R: 1}, "W=1, S=1": {W: 1, S: 1}}
 fig, ax = plt.subplots(figsize=(7, 3))
 width = 0.35
@@ -434,11 +438,16 @@ grid_posterior /= torch.trapezoid(grid_posterior, mu_grid)
 mean20, var20 = bayes.posterior_params(x20)
 assert torch.allclose(grid_posterior, Normal(mean20, var20.sqrt()).log_prob(mu_grid).exp(),
                       atol=1e-6)
-assert math.isclose(mean20.item(), x20.sum().item() / 21) and math.isclose(var20.item(), 1 / 21)
 
 # With all the data the posterior concentrates on mu_true (4 posterior standard deviations).
 mean_all, var_all = bayes.posterior_params(x_all)
 assert abs(mean_all - mu_true) < 4 * var_all.sqrt()
+
+# %%
+### SOLUTION ONLY the closed forms of (b) and (c) in the exercise's setting, checked
+# sigma^2 = sigma_mu^2 = 1: mu_N = sum(x) / (n + 1), sigma_N^2 = 1 / (n + 1), MAP = n / (n + 1) MLE.
+assert math.isclose(mean20.item(), x20.sum().item() / 21) and math.isclose(var20.item(), 1 / 21)
+assert math.isclose(bayes.map_estimate(x20).item(), 20 / 21 * bayes.mle(x20).item())
 assert abs(bayes.map_estimate(x_all) - bayes.mle(x_all)) < 0.05  # MAP -> MLE as n grows
 
 # %% [markdown]
@@ -446,7 +455,7 @@ assert abs(bayes.map_estimate(x_all) - bayes.mle(x_all)) < 0.05  # MAP -> MLE as
 #
 # The prior (fixed), the likelihood of the first $n$ points (rescaled to unit area, so it can be
 # drawn on the same axes) and the posterior, which is their normalised product. Watch the
-# posterior start at the prior, follow the likelihood, and narrow like $1/\sqrt{n+1}$.
+# posterior start at the prior, follow the likelihood, and narrow as $n$ grows.
 
 # %%
 mu_plot = torch.linspace(-2.5, 3.5, 601)
@@ -486,17 +495,18 @@ def explore_posterior(n):
 
 # %% [markdown]
 # The same story as numbers: the MLE and the posterior mean with a $\pm 2\sigma_N$ band, against
-# $n$. The band shrinks like $1/\sqrt{n+1}$; the MAP is the MLE pulled towards 0 by
-# $n/(n+1)$.
+# $n$. How fast does the band shrink, and how far is the posterior mean from the MLE? Compare
+# with your derivation (c).
 
 # %%
 ns = torch.arange(1, n_max + 1)
-means = torch.stack([bayes.posterior_params(x_all[:n])[0] for n in ns])
-sds = (1 / (ns + 1.0)).sqrt()
+posteriors = [bayes.posterior_params(x_all[:n]) for n in ns]
+means = torch.stack([mean for mean, _ in posteriors])
+sds = torch.stack([var for _, var in posteriors]).sqrt()
 mles = torch.stack([bayes.mle(x_all[:n]) for n in ns])
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.fill_between(ns, means - 2 * sds, means + 2 * sds, alpha=0.3, label="posterior mean ± 2 sd")
-ax.plot(ns, means, label="posterior mean = MAP")
+ax.plot(ns, means, label="posterior mean")
 ax.plot(ns, mles, ".", ms=3, label="MLE")
 ax.axhline(mu_true, color="k", lw=0.8, ls=":")
 ax.set(xscale="log", xlabel="n", ylabel="mu")
@@ -562,7 +572,10 @@ assert not torch.allclose(kl_pq, bayes.kl_categorical(q, p))  # not symmetric
 print(f"{n_pairs} random pairs: smallest KL {kl_pq.min():.2e}, none negative")
 
 # %% [markdown]
+# <!-- SOLUTION ONLY the KL landscapes (which way round matters), which answer exercise 2.1 of Section 2 -->
 # ### KL landscapes: which way round matters
+#
+# *Exercise 2.1 asks which Gaussian minimises each direction of the KL, and why; this answers it.*
 #
 # Fit a single Gaussian $q = \mathcal N(m, s^2)$ to a two-component mixture $p$ by minimising a KL.
 # On a fine grid a density is a categorical distribution, so the KL is a sum (we work with log-
@@ -572,6 +585,7 @@ print(f"{n_pairs} random pairs: smallest KL {kl_pq.min():.2e}, none negative")
 # *cover* everywhere $p$ has mass: it matches $p$'s mean and variance (mass-covering).
 
 # %%
+### SOLUTION ONLY
 xs = torch.linspace(-10, 10, 1001)
 dx = (xs[1] - xs[0]).item()
 modes, width = 2.0, 0.6
@@ -857,7 +871,7 @@ def explore_elbo(m, log_s2):
 # - A belief network is a factorised joint; exact inference sums over everything unobserved, which
 #   is exponential in the number of hidden variables (1.2).
 # - Conjugacy makes the posterior exact and cheap; it is the benchmark for every approximation (1.3).
-# - $\mathrm{KL} \ge 0$, asymmetric; $\mathrm{KL}(q \,\|\, p)$ is mode-seeking (1.4), and between
-#   diagonal Gaussians it has a closed form (1.5).
+# - $\mathrm{KL} \ge 0$ and is not symmetric: which way round matters, as Section 2 shows (1.4);
+#   between diagonal Gaussians it has a closed form (1.5).
 # - $\log p(x) = \mathrm{ELBO}(q) + \mathrm{KL}(q \,\|\, p(z \mid x))$: maximising the ELBO is
 #   approximate posterior inference (1.6). Section 2 does it when the posterior is *not* Gaussian.

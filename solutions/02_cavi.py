@@ -115,32 +115,10 @@ SIGMA2 = 25.0                             # prior variance of the component mean
 # <!-- END SOLUTION -->
 
 # %% [markdown]
-# **Numerically.** Both KLs are one-dimensional integrals. `kl_fit.forward_kl` and
-# `kl_fit.reverse_kl` compute them by quadrature on a fine grid (the module docstring explains
-# why Gauss–Hermite quadrature is a poor choice here), differentiably in $a$ and $\log b$, so
-# gradient descent can fit $Q$. The forward fit, from a deliberately bad start:
-
-# %%
-P = kl_fit.bimodal(loc=5.0, scale=1.0)
-fwd = kl_fit.fit_gaussian(P, kl_fit.forward_kl, mean0=torch.tensor([-3.0, 4.0]),
-                          log_std0=torch.tensor([0.0, 1.0]), steps=KL_STEPS, lr=0.1,
-                          optimizer="adam", n_nodes=KL_NODES)
-# Moment matching, from P's components: E[x] = sum_j w_j mu_j, and by the law of total
-# variance Var[x] = sum_j w_j s_j^2 + sum_j w_j (mu_j - E[x])^2 (= 1 + 25).
-w_P, mu_P = P.mixture_distribution.probs, P.component_distribution.loc
-s_P = P.component_distribution.scale
-mean_P = (w_P * mu_P).sum()
-var_P = (w_P * s_P ** 2).sum() + (w_P * (mu_P - mean_P) ** 2).sum()
-print("forward-KL fits: mean", fwd.mean.tolist(), "variance", (fwd.std ** 2).tolist(),
-      f"\nmoments of P:    mean {mean_P.item()}, variance {var_P.item()}")
-assert torch.allclose(fwd.mean, mean_P.expand(2), atol=1e-3), "forward KL: mean should be E_P[x]"
-assert torch.allclose(fwd.std ** 2, var_P.expand(2), atol=1e-2), "forward KL: variance Var_P[x]"
-
-# %% [markdown]
 # ### Exercise: the reverse KL by sampling
 #
-# Quadrature works in one dimension; in general we estimate $\mathrm{KL}(Q\|P)$ by Monte
-# Carlo. Write $x = a + b\,\varepsilon$ with $\varepsilon \sim \mathcal N(0, 1)$ (the
+# In general $\mathrm{KL}(Q\|P)$ has no closed form, and we estimate it by Monte Carlo.
+# Write $x = a + b\,\varepsilon$ with $\varepsilon \sim \mathcal N(0, 1)$ (the
 # *reparameterisation*), so that the estimate
 # $\frac1n\sum_s [\log q(x_s) - \log p(x_s)]$ stays differentiable in $a$ and $\log b$.
 # Use `torch.randn` for $\varepsilon$, and `p.log_prob`.
@@ -162,10 +140,37 @@ def reverse_kl_mc(p, mean, log_std, n):
 check.reverse_kl_mc(reverse_kl_mc)
 
 # %% [markdown]
+# <!-- SOLUTION ONLY the numerical fits of 2.1 (forward KL; reverse KL by sampling and from a grid of starts) and their picture -->
+# **Numerically.** Both KLs are one-dimensional integrals. `kl_fit.forward_kl` and
+# `kl_fit.reverse_kl` compute them by quadrature on a fine grid (the module docstring explains
+# why Gauss–Hermite quadrature is a poor choice here), differentiably in $a$ and $\log b$, so
+# gradient descent can fit $Q$; so can the Monte Carlo estimate of the exercise above. The
+# forward fit, from a deliberately bad start:
+
+# %%
+### SOLUTION ONLY
+P = kl_fit.bimodal(loc=5.0, scale=1.0)
+fwd = kl_fit.fit_gaussian(P, kl_fit.forward_kl, mean0=torch.tensor([-3.0, 4.0]),
+                          log_std0=torch.tensor([0.0, 1.0]), steps=KL_STEPS, lr=0.1,
+                          optimizer="adam", n_nodes=KL_NODES)
+# Moment matching, from P's components: E[x] = sum_j w_j mu_j, and by the law of total
+# variance Var[x] = sum_j w_j s_j^2 + sum_j w_j (mu_j - E[x])^2 (= 1 + 25).
+w_P, mu_P = P.mixture_distribution.probs, P.component_distribution.loc
+s_P = P.component_distribution.scale
+mean_P = (w_P * mu_P).sum()
+var_P = (w_P * s_P ** 2).sum() + (w_P * (mu_P - mean_P) ** 2).sum()
+print("forward-KL fits: mean", fwd.mean.tolist(), "variance", (fwd.std ** 2).tolist(),
+      f"\nmoments of P:    mean {mean_P.item()}, variance {var_P.item()}")
+assert torch.allclose(fwd.mean, mean_P.expand(2), atol=1e-3), "forward KL: mean should be E_P[x]"
+assert torch.allclose(fwd.std ** 2, var_P.expand(2), atol=1e-2), "forward KL: variance Var_P[x]"
+
+# %% [markdown]
+# <!-- SOLUTION ONLY -->
 # With the sampling estimator (the reference `kl_fit.reverse_kl_mc`) and Adam, a fit that
 # starts at $a = 2$ walks to the right-hand mode:
 
 # %%
+### SOLUTION ONLY
 _ = seed_everything(1)
 mean = torch.tensor(2.0, requires_grad=True)
 log_std = torch.tensor(0.5, requires_grad=True)
@@ -178,12 +183,14 @@ print(f"sampling-based reverse-KL fit: a = {mean.item():.3f}, b = {log_std.exp()
 assert abs(mean.item() - 5.0) < 0.1 and abs(log_std.exp().item() - 1.0) < 0.1
 
 # %% [markdown]
+# <!-- SOLUTION ONLY -->
 # **Which start reaches which optimum?** We run plain gradient descent on the (quadrature)
 # reverse KL from a grid of starting points $(a_0, \log b_0)$, all at once, and label each by
 # the optimum it reaches. The step is $1.0$ in $a$ and $0.08$ in $\log b$: the curvature in
 # $\log b$ is up to 20 times that in $a$, and one step size for both would crawl in $a$.
 
 # %%
+### SOLUTION ONLY
 a0, l0 = torch.meshgrid(torch.linspace(-8, 8, KL_GRID[0]), torch.linspace(-1, 2, KL_GRID[1]),
                         indexing="ij")
 rev = kl_fit.fit_gaussian(P, kl_fit.reverse_kl, a0, l0, steps=KL_STEPS, lr=(1.0, 0.08),
@@ -208,6 +215,7 @@ assert centre.any() and (rev.mean[centre].abs() < 0.05).all()
 assert ((rev.std[centre] - 4.22).abs() < 0.05).all() and (rev.kl[centre] > 3.2).all()
 
 # %%
+### SOLUTION ONLY
 x_grid = torch.linspace(-12, 12, 600)
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
 ax = axes[0]
@@ -239,6 +247,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# <!-- SOLUTION ONLY -->
 # Starts on either side go to the mode on that side. Starts near $a_0 = 0$ that are already
 # wide enough to cover both bumps settle in the shallow central minimum; narrow central starts
 # fall off the ridge to one side. The contour lines are $\log \mathrm{KL}(Q\|P)$.
@@ -279,16 +288,21 @@ plt.show()
 # accounts for the uncertainty $s_k^2$ in each mean.
 # <!-- END SOLUTION -->
 
+# %%
+# A data set from the mixture model of 2.4 to 2.8 (described before 2.4): 1-D, K = 3.
+gen = torch.Generator().manual_seed(6)
+sim1 = mixture.simulate(N_1D, K=3, D=1, sigma2=SIGMA2, generator=gen)
+x1 = sim1.x                                            # [n, 1]
+
 # %% [markdown]
+# <!-- SOLUTION ONLY the check of 2.2 on the mixture (EM's E-step, MAP-EM against CAVI) -->
 # **Check.** (a) CAVI's $\varphi$ update with $s_k^2 = 0$ is EM's E-step: the exact posterior
 # $p(c_i\mid x_i, \boldsymbol\mu = \mathbf m)$, computed here independently with
 # `torch.distributions`. (b) On a data set with many points per component MAP-EM and CAVI find
 # nearly the same means; they differ by the $s_k^2$ terms, which shrink like $1/n_k$.
 
 # %%
-gen = torch.Generator().manual_seed(6)
-sim1 = mixture.simulate(N_1D, K=3, D=1, sigma2=SIGMA2, generator=gen)
-x1 = sim1.x                                            # [n, 1]
+### SOLUTION ONLY
 m_test = torch.tensor([[-4.0], [0.5], [3.0]])
 log_prior_c = Categorical(logits=torch.zeros(3)).logits                # log(1/K)
 exact = torch.softmax(Normal(m_test.T, 1.0).log_prob(x1) + log_prior_c, -1)
@@ -328,6 +342,7 @@ assert gap < 10 * res_em_check.s2.max().item() + 1e-6
 # <!-- END SOLUTION -->
 
 # %% [markdown]
+# <!-- SOLUTION ONLY the check of 2.3 on a conjugate model -->
 # **Check.** A narrow conjugate model: $z\sim\mathcal N(0, 0.1^2)$, $x\mid z\sim\mathcal N(z, 0.1^2)$,
 # observed $x = 0$, so $p(x) = \mathcal N(0; 0, 0.02) \approx 2.82 > 1$. With $q$ the exact posterior
 # $\mathcal N(0, 0.005)$, the "KL" $\mathbb E_q[\log q - \log p(z, x)]$ is negative: a
@@ -337,6 +352,7 @@ assert gap < 10 * res_em_check.s2.max().item() + 1e-6
 # (`bayes.elbo_conjugate`), whose gap to $\log p(x)$ (`bayes.log_evidence`) closes at the posterior.
 
 # %%
+### SOLUTION ONLY
 tau2, noise2, x_obs = 0.01, 0.01, torch.tensor(0.0)
 post = Normal(x_obs * tau2 / (tau2 + noise2), math.sqrt(tau2 * noise2 / (tau2 + noise2)))
 z = post.sample((200_000,))
@@ -439,11 +455,14 @@ assert (z_scores.abs() < 4).all()
 # updating the global parameters from minibatches with noisy natural gradients; black-box VI
 # addresses the second.
 # <!-- END SOLUTION -->
-#
+
+# %% [markdown]
+# <!-- SOLUTION ONLY an illustration of the answer to 2.5, timed -->
 # **Illustration**: the time of one CAVI sweep grows linearly with $n$ (measured; not asserted,
 # since wall times on a shared machine are noisy).
 
 # %%
+### SOLUTION ONLY
 for n in (1_000, 10_000, 100_000):
     xs = mixture.simulate(n, 5, D=2, generator=torch.Generator().manual_seed(0)).x
     m_, s2_ = mixture.init_params(xs, 5, torch.Generator().manual_seed(0))
@@ -472,13 +491,17 @@ for n in (1_000, 10_000, 100_000):
 # with natural parameters $(\sum_i c_{ik}x_i,\ 1/\sigma^2 + \sum_i c_{ik})$ (precision-weighted
 # mean and precision), and CAVI simply replaces $c_{ik}$ by $\varphi_{ik}$.
 # <!-- END SOLUTION -->
-#
+
+# %% [markdown]
+# <!-- SOLUTION ONLY the check of 2.6 with autograd -->
 # **Check**: compute $\mathbb E_{q(\mathbf c)}[\log p(\mu_k, \mathbf c, \mathbf x)]$ as a
 # function of $\mu_k$ with `torch.distributions` (it is linear in $c$, so the expectation puts
 # $\varphi$ in place of $c$), read its natural parameters off with autograd (the gradient at
 # $\mu_k = 0$ and minus the second derivative), and compare with CAVI's update.
 
 # %%
+### SOLUTION ONLY
+m_test = torch.tensor([[-4.0], [0.5], [3.0]])
 phi_1 = mixture.update_phi(x1, m_test, torch.ones(3))
 m_cavi, s2_cavi = mixture.update_m_s2(x1, phi_1, SIGMA2)
 for k in range(3):

@@ -160,11 +160,8 @@ for name, examples, elbos, steps in (
     print(f"{name:14s} {steps:6d} {(elbo_star - elbos[-1]) / N_SVI:12.2e}   "
           + "".join(f"{r if r else '—':>10}" for r in reach))
 for b in BATCH_SIZES:
-    gap_svi, gap_sgd = elbo_star - svi_runs[b].elbo[-1], elbo_star - sgd_runs[b].elbo[-1]
+    gap_svi = elbo_star - svi_runs[b].elbo[-1]
     assert gap_svi / N_SVI < 1e-3, "SVI should get within 0.001 nats per point of CAVI's optimum"
-    assert gap_sgd > 10 * gap_svi, "natural-gradient SVI should beat SGD clearly on the same budget"
-    # SVI is usable before CAVI has finished its first sweep:
-    assert examples_to_reach(svi_runs[b].examples, svi_runs[b].elbo, 1e-2) < N_SVI
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
@@ -204,6 +201,14 @@ plt.show()
 # the exact coordinate optimum on the full data; its steps are in "units of the posterior" and
 # $\rho_t\in(0, 1]$ needs no tuning beyond the schedule.
 # <!-- END SOLUTION -->
+
+# %%
+### SOLUTION ONLY the answer's two claims, asserted
+for b in BATCH_SIZES:
+    gap_svi, gap_sgd = elbo_star - svi_runs[b].elbo[-1], elbo_star - sgd_runs[b].elbo[-1]
+    assert gap_sgd > 10 * gap_svi, "natural-gradient SVI should beat SGD clearly on the same budget"
+    # SVI is usable before CAVI has finished its first sweep:
+    assert examples_to_reach(svi_runs[b].examples, svi_runs[b].elbo, 1e-2) < N_SVI
 
 # %% [markdown]
 # ## 3.2 The score function of a univariate Gaussian
@@ -374,7 +379,7 @@ print("Gaussian: Hessian of a(eta) =\n", hess_a,
 # %%
 def score_function_terms(x, mu):
     """Per-sample score-function estimates of d/dmu E_{N(mu,1)}[X^2]."""
-    ### BEGIN SOLUTION f(x) times the score d/dmu log N(x; mu, 1)
+    ### BEGIN SOLUTION one sample's term is the integrand of the expectation you derived, at that sample
     return x ** 2 * (x - mu)
     ### END SOLUTION
 
@@ -436,7 +441,7 @@ plt.show()
 # model?*
 
 # %% [markdown]
-# <!-- BEGIN SOLUTION separate the local step from the global one -->
+# <!-- BEGIN SOLUTION what does SVI compute for each data point, and what for the whole data set? -->
 # **Local variables of the new points.** Keep the global variational parameters $\lambda$ fixed and
 # run only the *local* step for each new point: $\varphi_{\text{new}} = \arg\max$ of the ELBO in the
 # local parameters given $q(\beta;\lambda)$ (in the mixture, one `update_phi`; in general a few
@@ -453,12 +458,15 @@ plt.show()
 # iterated with the local step. If the data drift over time, a constant step size
 # (exponential forgetting) makes SVI track the change.
 # <!-- END SOLUTION -->
-#
+
+# %% [markdown]
+# <!-- SOLUTION ONLY the check of 3.6: streaming for the mixture -->
 # **Check**: streaming for the mixture. Fit on the first 80% of the data, then absorb the other
 # 20% with the old posterior as the prior (a few alternations of the local step and the additive
 # natural-parameter update). The result is close to CAVI on all of the data.
 
 # %%
+### SOLUTION ONLY
 n_old = int(0.8 * N_SVI)
 old = mixture.cavi(x[:n_old], 5, SIGMA2, m0, s20)
 lam1, lam2 = svi.to_natural(old.m, old.s2)
@@ -535,6 +543,12 @@ assert abs((1 + zz ** 2).mean().item() + (zz ** 2).var().item() - 4) < 0.1
 # Monte Carlo averages $\mathbb E[X\mid Y]$ for some $Y$ instead. (a) Why is this never worse than
 # the naive estimator, and when is it no better? (b) Should we condition on $Z$ or on $U$?
 
+# %%
+t_tail = 4.0
+theta = 2 * math.exp(-t_tail / 2) - math.exp(-t_tail)    # P(U + Z > t) for rates 1 and 1/2
+U = torch.empty(MC).exponential_(1.0, generator=g)        # samples for the estimators of 3.8
+Z = torch.empty(MC).exponential_(0.5, generator=g)        # and 3.9
+
 # %% [markdown]
 # <!-- BEGIN SOLUTION use the law of total variance; compare E[Var(X | Z)] with E[Var(X | U)] -->
 # (a) By the law of total variance, $\mathrm{Var}(\mathbb E[X\mid Y]) = \mathrm{Var}(X) - \mathbb E[\mathrm{Var}(X\mid Y)] \le \mathrm{Var}(X)$,
@@ -550,15 +564,14 @@ assert abs((1 + zz ** 2).mean().item() + (zz ** 2).var().item() - 4) < 0.1
 # $e^{-(t-Z)^+}$, which jumps from $e^{-4}$ to $1$ over $Z$'s range. So condition on $U$: the
 # computation below finds variance-reduction factors of about 6.7 (on $U$) vs 1.6 (on $Z$).
 # <!-- END SOLUTION -->
-#
+
+# %% [markdown]
+# <!-- SOLUTION ONLY the check of 3.8: the variances, by quadrature and by Monte Carlo -->
 # **Check**: the variances by quadrature (`scipy.integrate.quad`) and by Monte Carlo agree, and
 # both conditional estimators beat the naive one.
 
 # %%
-t_tail = 4.0
-theta = 2 * math.exp(-t_tail / 2) - math.exp(-t_tail)    # P(U + Z > t) for rates 1 and 1/2
-
-
+### SOLUTION ONLY
 def second_moment(tail, rate_y):
     """E[tail(Y)^2] for Y ~ Exp(rate_y), split at t where tail has its kink."""
     dens = lambda y: rate_y * math.exp(-rate_y * y)  # noqa: E731
@@ -573,8 +586,6 @@ print(f"theta = {theta:.5f}; variance per sample: naive {var_naive:.4f}, "
       f"given Z {var_given_z:.4f}, "
       f"given U {var_given_u:.4f}\nreduction factors: given Z {var_naive / var_given_z:.2f}, "
       f"given U {var_naive / var_given_u:.2f}")
-U = torch.empty(MC).exponential_(1.0, generator=g)
-Z = torch.empty(MC).exponential_(0.5, generator=g)
 mc_vars = [((U + Z) > t_tail).double().var(), torch.exp(-(t_tail - Z).clamp_min(0)).var(),
            torch.exp(-(t_tail - U).clamp_min(0) / 2).var()]
 for exact_v, mc_v in zip((var_naive, var_given_z, var_given_u), mc_vars):
@@ -627,48 +638,55 @@ def tail_given(y, t, rate):
 check.tail_given(tail_given)
 
 # %% [markdown]
-# **Variance-reduction factors** with the reference versions, at the same number of samples
-# per estimator, each checked against the exact answer.
+# **Variance reduction by the control variate**, with the reference
+# `estimators.control_variate`, at the same number of samples, checked against the exact answer.
 
 # %%
 u = torch.rand(MC, generator=g)
 adjusted, a_star = estimators.control_variate(torch.exp(u), u, 0.5)
 e = math.e
 rho2 = ((3 - e) / 2) ** 2 / (((e ** 2 - 1) / 2 - (e - 1) ** 2) / 12)
-factors = {
-    "E[e^U], control variate U": estimators.variance_reduction(torch.exp(u), adjusted),
-    "P(U+Z>4), conditioning on Z": estimators.variance_reduction(
-        ((U + Z) > t_tail).double(), torch.exp(-(t_tail - Z).clamp_min(0))),
-    "P(U+Z>4), conditioning on U": estimators.variance_reduction(
-        ((U + Z) > t_tail).double(), torch.exp(-(t_tail - U).clamp_min(0) / 2)),
-}
-for name, factor in factors.items():
-    print(f"{name:30s}: variance reduced {factor:6.1f}x")
-    assert factor > 1
-print(f"(control variate: a* = {a_star:.4f}, theory 1/(1 - rho^2) = {1 / (1 - rho2):.1f})")
-assert abs(factors["E[e^U], control variate U"] * (1 - rho2) - 1) < 0.05
+factor_cv = estimators.variance_reduction(torch.exp(u), adjusted)
+print(f"E[e^U], control variate U: variance reduced {factor_cv:.1f}x "
+      f"(a* = {a_star:.4f}; theory 1/(1 - rho^2) = {1 / (1 - rho2):.1f})")
+assert abs(factor_cv * (1 - rho2) - 1) < 0.05
 assert abs(adjusted.mean().item() - (e - 1)) < 4 * adjusted.std().item() / math.sqrt(MC)
-for est in (torch.exp(-(t_tail - Z).clamp_min(0)), torch.exp(-(t_tail - U).clamp_min(0) / 2)):
+
+fig, ax = plt.subplots(figsize=(5.5, 3.5))
+reps = torch.rand(REPS, 100, generator=g)
+ax.hist(torch.exp(reps).mean(1), bins=30, alpha=0.6, label="naive")
+ax.hist(estimators.control_variate(torch.exp(reps), reps, 0.5, a=a_star)[0].mean(1), bins=30,
+        alpha=0.6, label="control variate")
+ax.axvline(e - 1, color="k")
+ax.set(title="E[e^U], 100 samples per estimate", xlabel="estimate")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# <!-- SOLUTION ONLY conditioning: its variance-reduction factors, which answer 3.8(b) -->
+# **Variance reduction by conditioning** on $Z$ and on $U$, with `tail_given`, on the samples
+# of 3.8, each checked against the exact answer.
+
+# %%
+### SOLUTION ONLY
+naive = ((U + Z) > t_tail).double()
+given = {"Z": tail_given(Z, t_tail, 1.0), "U": tail_given(U, t_tail, 0.5)}
+for name, est in given.items():
+    factor = estimators.variance_reduction(naive, est)
+    print(f"P(U+Z>4), conditioning on {name}: variance reduced {factor:6.1f}x")
+    assert factor > 1
     assert abs(est.mean().item() - theta) < 4 * est.std().item() / math.sqrt(MC)
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-reps = torch.rand(REPS, 100, generator=g)
-axes[0].hist(torch.exp(reps).mean(1), bins=30, alpha=0.6, label="naive")
-axes[0].hist(estimators.control_variate(torch.exp(reps), reps, 0.5, a=a_star)[0].mean(1), bins=30,
-             alpha=0.6, label="control variate")
-axes[0].axvline(e - 1, color="k")
-axes[0].set(title="E[e^U], 100 samples per estimate", xlabel="estimate")
-axes[0].legend()
+fig, ax = plt.subplots(figsize=(5.5, 3.5))
 Ur = torch.empty(REPS, 100).exponential_(1.0, generator=g)
 Zr = torch.empty(REPS, 100).exponential_(0.5, generator=g)
 for est, label in [(((Ur + Zr) > t_tail).double(), "naive"),
-                   (torch.exp(-(t_tail - Zr).clamp_min(0)), "given Z"),
-                   (torch.exp(-(t_tail - Ur).clamp_min(0) / 2), "given U")]:
-    axes[1].hist(est.mean(1), bins=30, alpha=0.5, label=label)
-axes[1].axvline(theta, color="k")
-axes[1].set(title="P(U + Z > 4), 100 samples per estimate", xlabel="estimate")
-axes[1].legend()
-plt.tight_layout()
+                   (tail_given(Zr, t_tail, 1.0), "given Z"),
+                   (tail_given(Ur, t_tail, 0.5), "given U")]:
+    ax.hist(est.mean(1), bins=30, alpha=0.5, label=label)
+ax.axvline(theta, color="k")
+ax.set(title="P(U + Z > 4), 100 samples per estimate", xlabel="estimate")
+ax.legend()
 plt.show()
 
 # %% [markdown]
@@ -698,10 +716,11 @@ plt.show()
 # the data). In the mixture, $\mu_k$ plays $\beta$ and $c_i$ plays $z_i$. Our $\mu_k$ estimator keeps
 # only the points with $c_i = k$ (conditioning on the sampled $c$), which helps a little.
 # <!-- END SOLUTION -->
-#
-# **Demonstration** on the mixture below: the variance of the score-function gradient for the
-# global parameters $(m_k, \log s_k^2)$ and for the local logits of $\varphi_i$, naive vs
-# Rao-Blackwellized, with the same number of samples.
+
+# %% [markdown]
+# The gradient estimators of 3.11 on a 1-D mixture: `REPS` independent estimates from each, at
+# one point $\lambda$, to measure their variance (naive, Rao-Blackwellized, with control
+# variates, and both).
 
 # %%
 sim_b = mixture.simulate(N_BBVI, K=3, D=1, sigma2=SIGMA2,
@@ -728,6 +747,15 @@ variance, estimates = {}, {}
 for name, rb, cv in [("naive", False, False), ("Rao-Blackwellized", True, False),
                      ("control variates", False, True), ("RB + control variates", True, True)]:
     variance[name], estimates[name] = gradient_variance(rb, cv)
+
+# %% [markdown]
+# <!-- SOLUTION ONLY the demonstration of 3.10: what Rao-Blackwellization does for each block -->
+# **Demonstration**: the variance of the score-function gradient for the global parameters
+# $(m_k, \log s_k^2)$ and for the local logits of $\varphi_i$, naive vs Rao-Blackwellized, with
+# the same number of samples.
+
+# %%
+### SOLUTION ONLY
 rb_factor = {blk: variance["naive"][blk] / variance["Rao-Blackwellized"][blk]
              for blk in ("global", "local")}
 print(f"Rao-Blackwellization reduces the gradient variance {rb_factor['global']:.1f}x for the global "
@@ -811,8 +839,6 @@ for name, tr in traces.items():
     final[name] = torch.tensor(tr.elbo[-10:]).mean().item()
     print(f"{name:22s}: final ELBO (mean of the last 10 evaluations) {final[name]:10.2f} "
           f"(CAVI {elbo_cavi:.2f}); {BBVI_STEPS} steps in {tr.seconds:.1f} s")
-assert final["RB + control variates"] > final["Rao-Blackwellized"] > final["naive"]
-assert abs(final["RB + control variates"] - elbo_cavi) < 0.01 * abs(elbo_cavi)
 
 plt.figure(figsize=(7, 4))
 for name, tr in traces.items():
@@ -838,3 +864,8 @@ plt.show()
 # CAVI's optimum, with the remaining gap set by the gradient noise at a constant step size. In
 # BBVI the variance reduction is what decides whether the method works at all, not a detail.
 # <!-- END SOLUTION -->
+
+# %%
+### SOLUTION ONLY the answer's ranking, asserted
+assert final["RB + control variates"] > final["Rao-Blackwellized"] > final["naive"]
+assert abs(final["RB + control variates"] - elbo_cavi) < 0.01 * abs(elbo_cavi)

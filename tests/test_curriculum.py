@@ -3,8 +3,10 @@ failing, when executed, only at exercise stubs."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
+import textwrap
 import time
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
 
 from nfcourse import curriculum
 from nfcourse.checks.core import NOT_ATTEMPTED
-from nfcourse.curriculum import STUB_PREFIX, MarkerError, find_regions, student_version
+from nfcourse.curriculum import (ONLY_DEFAULT, STUB_PREFIX, MarkerError, find_regions,
+                                 solution_only_cells, student_version)
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
@@ -38,15 +41,37 @@ def test_curriculum_is_up_to_date():
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
 def test_no_solution_text_leaks(solution: Path):
+    """No line of an answer region or of a SOLUTION ONLY cell is in the student notebook
+    (unless the same line also stands in the shared text, say a blank `return`)."""
     text = solution.read_text(encoding="utf-8")
-    regions = find_regions(text, solution.name)
-    outside = set(_lines(_without_regions(text)))
+    secrets = [(r.start, r.body) for r in find_regions(text, solution.name)]
+    secrets += [(c.start, c.body) for c in solution_only_cells(text, solution.name)]
+    outside = set(_lines(_without_secrets(text)))
     student = set(_lines((ROOT / "curriculum" / solution.name).read_text(encoding="utf-8")))
-    for region in regions:
-        # Lines that also stand outside any region (say, a blank `return`) are not leaks.
-        secret = [line for line in _lines("\n".join(region.body)) if line not in outside]
+    for start, body in secrets:
+        secret = [line for line in _lines("\n".join(body)) if line not in outside]
         leaked = [line for line in secret if line in student]
-        assert not leaked, f"{solution.name}:{region.start}: solution text in curriculum/: {leaked}"
+        assert not leaked, f"{solution.name}:{start}: solution text in curriculum/: {leaked}"
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_no_answer_after_its_exercise(solution: Path):
+    """What a student sees after an exercise, up to the next section heading, neither asserts
+    nor states its answer (move such a cell into a SOLUTION ONLY cell). Three patterns:
+
+    - an `assert` that compares (`==`, `abs(a - b)`, `isclose`, `allclose`) with a number
+      that the notebook has not shown before: the answer, asked for and then asserted
+      (1.2's p(S=1 | W=1) = 0.4298, 1.3's posterior variance 1 / 21);
+    - a number of three or more significant digits that the answer region states and the
+      question does not (1.2's 0.4298);
+    - a formula (a LaTeX span with an operator or relation) that the answer region states
+      and the question does not (2.3's "KL to p(z, x)" = KL - log p(x)).
+
+    A check of a claim the question states (1.5's closed form against Monte Carlo) passes:
+    its numbers and formulas are shown before the exercise."""
+    found = answers_after_exercises(solution.read_text(encoding="utf-8"),
+                                    (ROOT / "curriculum" / solution.name).read_text("utf-8"))
+    assert not found, f"{solution.name}: answers in view after their exercise:\n" + "\n".join(found)
 
 
 def test_every_solution_has_exercises():
@@ -122,6 +147,86 @@ def test_broken_markers_are_reported_with_line(src: str, message: str):
         student_version(src, name="demo.py")
 
 
+_CELLS = """\
+# %%
+x = 1
+
+# %% [markdown]
+# <!-- SOLUTION ONLY the answer, checked -->
+# The answer is 42.
+
+# %%
+### SOLUTION ONLY
+assert 6 * 7 == 42
+
+
+# %%
+y = x + 1
+"""
+
+
+def test_solution_only_cells_become_one_pointer():
+    out = student_version(_CELLS, name="solutions/07_demo.py")
+    assert "42" not in out and "SOLUTION" not in out
+    assert "x = 1" in out and "y = x + 1" in out
+    cells = jupytext.reads(out, fmt="py:percent").cells[1:]  # after the banner
+    assert [c.cell_type for c in cells] == ["code", "markdown", "code"]
+    pointer = cells[1].source
+    assert pointer.count("the answer, checked") == 1 and "`solutions/07_demo.py`" in pointer
+    namespace: dict = {}
+    exec(out, namespace)  # what is left still runs
+    assert namespace["y"] == 2
+
+
+def test_solution_only_pointer_without_description_and_for_separate_runs():
+    src = _CELLS.replace(" the answer, checked", "") + "\n# %%\n### SOLUTION ONLY\nz = 3\n"
+    out = student_version(src)
+    assert out.count(ONLY_DEFAULT) == 2 and "z = 3" not in out
+    cells = solution_only_cells(src)
+    assert [(c.kind, c.what) for c in cells] == [("markdown", ""), ("code", ""), ("code", "")]
+    assert cells[1].body == ["assert 6 * 7 == 42", "", ""]
+
+
+@pytest.mark.parametrize("src, message", [
+    ("# %%\nx = 1\n### SOLUTION ONLY\n", "first line of its cell"),
+    ("### SOLUTION ONLY\n# %%\nx = 1\n", "first line of its cell"),
+    ("# %% [markdown]\n### SOLUTION ONLY\n", "wrong SOLUTION ONLY marker"),
+    ("# %%\n# <!-- SOLUTION ONLY -->\nx = 1\n", "wrong SOLUTION ONLY marker"),
+    ("# %%\n### SOLUTION ONLY\n### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n", "never see it"),
+])
+def test_broken_solution_only_markers_are_reported(src: str, message: str):
+    with pytest.raises(MarkerError, match=message):
+        student_version(src, name="demo.py")
+
+
+_CODE, _MD = "# %%\n", "# %% [markdown]\n"
+
+
+@pytest.mark.parametrize("question, after, found", [
+    ("Compute p.", _CODE + "assert abs(p - 0.4298) < 1e-4", "0.4298"),    # asked, then asserted
+    ("Compute p.", _CODE + "assert math.isclose(v, 1 / 21)", "21"),
+    ("Compute p.", _CODE + "assert (x - 0.4298 == y).all()", "0.4298"),
+    ("Compute p.", _CODE + "assert torch.allclose(v, w, atol=1e-3)", None),  # tolerances: fine
+    ("Compute p.", _CODE + "assert abs(integral - 1) < 1e-6", None),         # so are 0, 1, 2
+    ("Show Var = 4.", _CODE + "assert abs(v - 4) < 0.1", None),              # the question's 4
+    ("Compute p.", _CODE + "x = 5.0\nassert abs(y - 5.0) < 0.1", None),     # shown before
+    ("Compute p.", _CODE + "print(p)  # about 0.4298", "0.4298"),            # the answer's number
+    ("Compute p, about 0.4298.", _CODE + "print(p)  # 0.4298", None),        # ... the question's
+    ("Compute p.", _MD + "# So $\\mathrm{KL}(q) - \\log p(x)$ it is.", "KL"),  # its formula
+    ("Compute p.", _MD + "# $\\mathcal N(\\mu, \\sigma^2)$", None),           # notation is fine
+    ("Compute p.", _MD + "# ## 1.2 Next\n\n" + _CODE + "assert abs(p - 0.4298) < 1e-4", None),
+])
+def test_answers_after_exercises_detector(question: str, after: str, found: str | None):
+    solution = (f"# %% [markdown]\n# ## 1.1 Demo\n# {question}\n# <!-- BEGIN SOLUTION -->\n"
+                "# $p \\approx 0.4298$, as $\\mathrm{KL}(q) - \\log p(x)$ is negative.\n"
+                "# <!-- END SOLUTION -->\n\n" + after + "\n")
+    hits = answers_after_exercises(solution, student_version(solution))
+    if found is None:
+        assert not hits
+    else:
+        assert hits and all(found in hit for hit in hits), hits
+
+
 def test_build_writes_and_checks(tmp_path: Path):
     solutions, student = tmp_path / "solutions", tmp_path / "curriculum"
     solutions.mkdir()
@@ -146,7 +251,111 @@ def _lines(text: str) -> list[str]:
     return out
 
 
-def _without_regions(text: str) -> str:
-    regions = find_regions(text)
-    inside = {n for r in regions for n in range(r.start, r.end + 1)}
+def _without_secrets(text: str) -> str:
+    """The text outside answer regions and SOLUTION ONLY cells: what both notebooks share."""
+    spans = [(r.start, r.end) for r in find_regions(text)]
+    spans += [(c.start, c.end) for c in solution_only_cells(text)]
+    inside = {n for start, end in spans for n in range(start, end + 1)}
     return "\n".join(line for n, line in enumerate(text.splitlines(), 1) if n not in inside)
+
+
+# Answers after their exercise ------------------------------------------------------
+
+_STUB_LINE = re.compile(rf"raise NotImplementedError\((['\"]){STUB_PREFIX}|\*\*Your answer:\*\*")
+_HEADING = re.compile(r"^# #{1,2} ")                   # a section: Markdown # or ## heading
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w])")
+_MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$", re.S)
+_SPACING = re.compile(r"\\[,;:!]|\\(?:big|Big|bigg|Bigg|left|right)(?![a-zA-Z])|\s")
+_OPERATOR = re.compile(r"(?<=.)[=+\-<>/]|\\(?:approx|le|ge|leq|geq|propto|frac|tfrac|cdot|times)"
+                       r"(?![a-zA-Z])")
+_CLOSE = {"isclose", "allclose"}
+_PLAIN = {0.0, 1.0, 2.0}                                # values too common to be an answer
+
+
+def _numbers(text: str) -> set[float]:
+    return {float(token) for token in _NUMBER.findall(text)}
+
+
+def _telling_numbers(text: str) -> set[float]:
+    """Decimals with three or more significant digits: 0.4298 and 4.22, not 0.5 or 26."""
+    return {float(token) for token in _NUMBER.findall(text)
+            if "." in token and len(token.replace(".", "").strip("0")) >= 3}
+
+
+def _formulas(text: str) -> set[str]:
+    """LaTeX spans, spacing removed, that contain an operator or relation (not notation)."""
+    text = "\n".join(line.strip().lstrip("#").strip() for line in text.splitlines())
+    spans = {_SPACING.sub("", a or b) for a, b in _MATH.findall(text)}
+    return {span for span in spans if len(span) >= 10 and _OPERATOR.search(span)}
+
+
+def _compared(test: ast.expr) -> list[ast.expr]:
+    """The expressions an assert compares for equality or closeness."""
+    found: list[ast.expr] = []
+    for node in ast.walk(test):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            for i, op in enumerate(node.ops):
+                if isinstance(op, (ast.Eq, ast.NotEq)):
+                    found += sides[i:i + 2]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in _CLOSE:
+                found += node.args[:2]
+            elif name == "abs" and isinstance(func, ast.Name) and node.args:
+                found.append(node.args[0])                      # abs(a - b)
+            elif name == "abs" and isinstance(func, ast.Attribute):
+                found.append(func.value)                        # (a - b).abs()
+    return found
+
+
+def _literals(node: ast.expr) -> set[float]:
+    return {abs(float(n.value)) for n in ast.walk(node) if isinstance(n, ast.Constant)
+            and isinstance(n.value, (int, float)) and not isinstance(n.value, bool)}
+
+
+def answers_after_exercises(solution: str, student: str) -> list[str]:
+    """Where the student notebook asserts or states an answer after its exercise (see
+    test_no_answer_after_its_exercise), as "line N: what" strings; empty when none."""
+    regions = find_regions(solution)
+    lines = student.splitlines()
+    stubs = [i for i, line in enumerate(lines) if _STUB_LINE.search(line)]
+    assert len(stubs) == len(regions), "a stub per answer region"
+    headings = [i for i, line in enumerate(lines) if _HEADING.match(line)] + [len(lines)]
+    found = []
+    for region, stub in zip(regions, stubs):
+        end = next(h for h in headings if h > stub)
+        before, after = "\n".join(lines[:stub]), "\n".join(lines[stub + 1:end])
+        answer = "\n".join(region.body)
+        for number in sorted((_telling_numbers(answer) - _numbers(before))
+                             & _telling_numbers(after)):
+            found.append(f"line {stub + 1}: the answer's number {number:g} is shown after it")
+        for formula in sorted((_formulas(answer) - _formulas(before)) & _formulas(after)):
+            found.append(f"line {stub + 1}: the answer's formula ${formula}$ is shown after it")
+    # Asserts against a value not shown before: only within a section that has an exercise.
+    starts = [i for i, line in enumerate(lines) if line.startswith("# %%")] + [len(lines)]
+    exercise_open = False
+    for start, stop in zip(starts, starts[1:]):
+        cell = lines[start + 1:stop]
+        if any(_HEADING.match(line) for line in cell):
+            exercise_open = False
+        if any(_STUB_LINE.search(line) for line in cell):
+            exercise_open = True
+            continue
+        if "[markdown]" in lines[start] or not exercise_open:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent("\n".join(cell)))
+        except SyntaxError:
+            continue
+        comments = "\n".join(line.split("#", 1)[1] for line in cell if "#" in line)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assert):
+                above = "\n".join(lines[:start + node.lineno])  # the cell up to the assert
+                shown = _numbers(above + "\n" + comments) | _PLAIN
+                new = sorted(set().union(*map(_literals, _compared(node.test))) - shown)
+                if new:
+                    found.append(f"line {start + 1 + node.lineno}: `{ast.unparse(node)}` asserts "
+                                 f"a value not shown before ({', '.join(f'{v:g}' for v in new)})")
+    return found
