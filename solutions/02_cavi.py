@@ -51,6 +51,7 @@ from torch.distributions import Categorical, Normal
 
 from nfcourse import bayes, pick, seed_everything
 from nfcourse.checks import vi as check
+from nfcourse.checks import yours_or_reference
 from nfcourse.vi import kl_fit, mixture
 
 # The problems here are tiny: one thread is faster than several (threads only add overhead).
@@ -620,7 +621,7 @@ check.cavi_phi(update_phi)
 check.cavi_m_s2(update_m_s2)
 
 # %% [markdown]
-# `mixture.cavi` alternates the two updates (the reference versions) until the relative change
+# `mixture.cavi` alternates the two updates until the relative change
 # of the ELBO, $|\mathcal L_t - \mathcal L_{t-1}| / |\mathcal L_{t-1}|$, falls below `tol`. The
 # ELBO has local optima (a component can end up covering two clusters while another
 # sits between them), so `mixture.cavi_restarts` runs CAVI from several random
@@ -628,11 +629,20 @@ check.cavi_m_s2(update_m_s2)
 # points chosen by k-means++ (`mixture.init_params`): the first uniformly at random, each
 # next one with probability proportional to its squared distance from the points already
 # chosen, which spreads the starts over the clusters; all $s_k^2$ start at $1$.
+#
+# The runs below use **your** two updates once their self-checks have passed (the reference
+# versions, `mixture.update_phi` and `mixture.update_m_s2`, before that; the next cell says
+# which). Every run is then checked against the reference: a fixed point of its updates.
 
 # %%
+updates = (yours_or_reference(update_phi, mixture.update_phi),
+           yours_or_reference(update_m_s2, mixture.update_m_s2))
+
+
 def best_of_restarts(x, K):
     """The best of RESTARTS CAVI runs (k-means++ starts), printing every run's final ELBO."""
-    best = mixture.cavi_restarts(x, K, SIGMA2, RESTARTS, torch.Generator().manual_seed(0))
+    best = mixture.cavi_restarts(x, K, SIGMA2, RESTARTS, torch.Generator().manual_seed(0),
+                                 updates=updates)
     print("final ELBO of each restart:", [round(e, 2) for e in best.restart_elbos])
     return best
 

@@ -462,3 +462,25 @@ def test_svi_default_step_size_does_not_let_the_first_minibatch_replace_the_star
     collapsed = svi.svi(sim.x, m0, s20, 25.0, 10, 300, tau=1.0, eval_every=300,
                         generator=torch.Generator().manual_seed(1))
     assert (best.elbo[-1] - collapsed.elbo[-1]) / n > 1.0    # the failure this guards against
+
+
+def test_cavi_runs_the_updates_it_is_given():
+    """Section 2 runs CAVI on the student's own updates: given the reference pair it is the
+    same run, and a wrong update changes it."""
+    from nfcourse.vi import mixture
+    sim = mixture.simulate(200, K=3, generator=torch.Generator().manual_seed(1))
+    calls = []
+
+    def counted_phi(x, m, s2):
+        calls.append(1)
+        return mixture.update_phi(x, m, s2)
+    start = mixture.init_params(sim.x, 3, torch.Generator().manual_seed(0))
+    plain = mixture.cavi(sim.x, 3, 25.0, *start)
+    given = mixture.cavi(sim.x, 3, 25.0, *start, updates=(counted_phi, mixture.update_m_s2))
+    assert len(calls) == given.iterations and given.elbo == plain.elbo
+
+    def wrong_m_s2(x, phi, sigma2):                 # forgets the prior's precision 1/sigma2
+        m, s2 = mixture.update_m_s2(x, phi, sigma2)
+        return m, 1 / (1 / s2 - 1 / sigma2)
+    other = mixture.cavi(sim.x, 3, 25.0, *start, updates=(mixture.update_phi, wrong_m_s2))
+    assert other.elbo[-1] != plain.elbo[-1]

@@ -169,11 +169,15 @@ def update_m_s2(x: torch.Tensor, phi: torch.Tensor,
     return m, s2
 
 
-def cavi_step(x: torch.Tensor, m: torch.Tensor, s2: torch.Tensor,
-              sigma2: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One sweep of CAVI: every φ_i, then every (m_k, s_k²). Returns (phi, m, s2)."""
-    phi = update_phi(x, m, s2)
-    m, s2 = update_m_s2(x, phi, sigma2)
+def cavi_step(x: torch.Tensor, m: torch.Tensor, s2: torch.Tensor, sigma2: float,
+              updates: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One sweep of CAVI: every φ_i, then every (m_k, s_k²). Returns (phi, m, s2).
+
+    ``updates``: the two updates ``(update_phi, update_m_s2)`` to run, e.g. a student's own
+    (Section 2); default these reference ones."""
+    phi_update, m_s2_update = updates or (update_phi, update_m_s2)
+    phi = phi_update(x, m, s2)
+    m, s2 = m_s2_update(x, phi, sigma2)
     return phi, m, s2
 
 
@@ -233,8 +237,10 @@ class CaviResult:
 
 def cavi(x: torch.Tensor, K: int, sigma2: float, m: torch.Tensor | None = None,
          s2: torch.Tensor | None = None, tol: float = 1e-10, max_iter: int = 500,
-         generator: torch.Generator | None = None, keep_history: bool = True) -> CaviResult:
-    """CAVI until the relative change of the ELBO falls below ``tol``.
+         generator: torch.Generator | None = None, keep_history: bool = True,
+         updates: tuple | None = None) -> CaviResult:
+    """CAVI until the relative change of the ELBO falls below ``tol`` (``updates``: the
+    pair of update functions to run, see :func:`cavi_step`).
 
     >>> sim = simulate(200, K=3, generator=torch.Generator().manual_seed(1))
     >>> res = cavi(sim.x, 3, 25.0, generator=torch.Generator().manual_seed(0))
@@ -249,7 +255,7 @@ def cavi(x: torch.Tensor, K: int, sigma2: float, m: torch.Tensor | None = None,
     if keep_history:
         result.m_history.append(m.clone())
     for it in range(1, max_iter + 1):
-        phi, m, s2 = cavi_step(x, m, s2, sigma2)
+        phi, m, s2 = cavi_step(x, m, s2, sigma2, updates)
         result.elbo.append(elbo(x, phi, m, s2, sigma2).item())
         if keep_history:
             result.m_history.append(m.clone())
