@@ -1,6 +1,8 @@
 """Check by hand that double-clicking a student notebook in JupyterLab opens it as a notebook.
 
-Not part of the test suite: it needs a browser. With JupyterLab running
+The test suite does this, and more, in tests/test_browser.py (pytest marker ``browser``):
+for every student notebook it double-clicks, runs all cells in a headless Chromium, and
+checks the outputs. This tool is for a look by hand at a running lab. With JupyterLab running
 (``python3 tasks.py course --no-browser --port=8897 --ServerApp.token=``) and Playwright
 plus a Chromium (``pip install playwright``; Debian's ``chromium`` package works)::
 
