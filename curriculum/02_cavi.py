@@ -45,6 +45,23 @@
 # Statisticians*, §2–3 (we call it "Blei et al."); Tzikas, Likas & Galatsanos (2008), *The
 # Variational Approximation for Bayesian Inference*. The reference code lives in
 # `nfcourse.vi` (`kl_fit`, `mixture`); the notebook imports it rather than copying it.
+#
+# **Notation.** From 2.2 on, the model is Blei et al.'s Bayesian mixture of unit-variance
+# Gaussians (defined before 2.4), and we keep their symbols. Where a symbol means something else
+# in another section, the table says so:
+#
+# | symbol | meaning in this section | code name |
+# |---|---|---|
+# | $P$; $Q = \mathcal N(a, b^2)$ | 2.1: a two-bump target and the Gaussian fitted to it | `P`; `mean`, `log_std` $= \log b$ |
+# | $x_i$; $n$, $D$ | data point $i$; the number of points and their dimension | `x` $[n, D]$ |
+# | $\mu_k$, $K$ | the mean of mixture component $k$ (a latent variable); the number of components | `sim.mu` (the simulated truth), `K` |
+# | $c_i$ | the component of point $i$, a one-hot vector (a latent variable) | `sim.c` |
+# | $\sigma^2$ | the **prior** variance of each $\mu_k$ (Blei et al.'s notation; the noise variance is 1). In Section 1, $\sigma^2$ was the **noise** variance and $\sigma_\mu^2$ the prior variance | `SIGMA2`, `sigma2` |
+# | $m_k$, $s_k^2$ | the mean and variance of the factor $q(\mu_k) = \mathcal N(m_k, s_k^2 I)$ (as $m$, $s^2$ in Section 1) | `m` $[K, D]$, `s2` $[K]$ |
+# | $\varphi_{ik}$ | $q(c_{ik} = 1)$: the probability that $q$ gives to point $i$ belonging to component $k$ (Blei et al.'s $\varphi$). In Section 4, $\phi$ is the encoder's weights, unrelated | `phi` $[n, K]$ |
+# | $\theta$ | 2.2: model parameters that EM estimates by a point (Section 4: the decoder's weights) | |
+# | $\eta_j$, $t$, $a$ | 2.6: the natural parameter, sufficient statistics and log-normaliser of an exponential family (Section 4: $\eta$ is the decoder's logits) | |
+# | $\mathrm{ELBO}(q)$, $\mathcal L$ | the evidence lower bound ($F(q)$ in Section 1) | `mixture.elbo`, `res.elbo` |
 
 # %%
 import math
@@ -195,7 +212,8 @@ c_draw = torch.multinomial(phi_small, S, replacement=True, generator=g).T       
 samples = Normal(torch.gather(mu_draw, 1, c_draw), 1.0).log_prob(x_small.T)        # [S, n]
 closed = mixture.expected_log_lik(x_small, phi_small, m_small, s2_small)
 z_scores = (samples.mean(0) - closed) / (samples.std(0) / math.sqrt(S))
-print("closed form:", closed.tolist(), "\nz-scores of the MC estimates:", z_scores.tolist())
+print("closed form:", [round(v, 3) for v in closed.tolist()],
+      "\nz-scores of the MC estimates:", [round(v, 2) for v in z_scores.tolist()])
 assert (z_scores.abs() < 4).all()
 
 # %% [markdown]
@@ -258,8 +276,8 @@ grad_m, grad_s2 = torch.autograd.grad(mixture.elbo(x2d, phi2d, m_new, s2_new, SI
 logits = torch.log(mixture.update_phi(x2d, m2d, s22d)).requires_grad_()
 (grad_logits,) = torch.autograd.grad(
     mixture.elbo(x2d, torch.softmax(logits, -1), m2d, s22d, SIGMA2), logits)
-print("largest gradient component at the updates:",
-      max(grad_m.abs().max().item(), grad_s2.abs().max().item(), grad_logits.abs().max().item()))
+print("largest gradient component at the updates: "
+      f"{max(grad_m.abs().max(), grad_s2.abs().max(), grad_logits.abs().max()).item():.1e}")
 for grad in (grad_m, grad_s2, grad_logits):
     assert grad.abs().max() < 1e-9
 
@@ -343,9 +361,13 @@ def oracle_means(sim):
 res1 = best_of_restarts(x1, 3)
 check_cavi_run(res1, x1)
 perm1 = mixture.match_components(sim1.mu, res1.m)
-print(f"1-D: {res1.iterations} iterations\n  posterior means m_k {res1.m[perm1].flatten().tolist()}"
-      f"\n  with the true c_i  {oracle_means(sim1).flatten().tolist()}"
-      f"\n  true means mu_k    {sim1.mu.flatten().tolist()}")
+def rounded(t):
+    return [round(v, 3) for v in t.flatten().tolist()]
+
+
+print(f"1-D: {res1.iterations} iterations\n  posterior means m_k {rounded(res1.m[perm1])}"
+      f"\n  with the true c_i  {rounded(oracle_means(sim1))}"
+      f"\n  true means mu_k    {rounded(sim1.mu)}")
 assert torch.allclose(res1.m[perm1], oracle_means(sim1), atol=0.1)
 
 # %%
@@ -389,11 +411,12 @@ def show_iteration(t):
     for k in range(5):
         ax.plot(path[:, k, 0], path[:, k, 1], "k.-", lw=1)
     ax.plot(sim2.mu[:, 0], sim2.mu[:, 1], "r+", ms=14, mew=2, label="true μ_k")
-    ax.set(title=f"iteration {t + 1}: assignments and the paths of m_k", aspect="equal")
+    ax.set(title=f"iteration {t + 1}: assignments and the paths of m_k", aspect="equal",
+           xlabel="x₁", ylabel="x₂")
     ax.legend(loc="upper left")
     ax2.plot(range(1, len(res2.elbo) + 1), res2.elbo, marker=".")
     ax2.axvline(t + 1, color="r")
-    ax2.set(title="ELBO", xlabel="iteration", xscale="log")
+    ax2.set(title="ELBO", xlabel="iteration", ylabel="ELBO", xscale="log")
     plt.show()
 
 

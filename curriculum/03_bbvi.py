@@ -45,6 +45,24 @@
 # *Simulation Efficiency and an Introduction to Variance Reduction Methods*) are not part of
 # this course; §3.8 and §3.9 use self-contained examples instead and say what they replace.
 # The reference code is `nfcourse.vi` (`mixture`, `svi`, `estimators`, `bbvi`).
+#
+# **Notation.** The mixture keeps the symbols of Section 2 (Blei et al.'s); the papers of this
+# section add their own. Where a symbol means something else in another section, the table says so:
+#
+# | symbol | meaning in this section | code name |
+# |---|---|---|
+# | $x_i$; $n$, $D$; $K$ | data point $i$; the number of points, their dimension; the number of components | `x`; `N_SVI`, `N_BBVI`; `K` |
+# | $\mu_k$, $c_i$ | the mixture's latent variables, as in Section 2 | |
+# | $\sigma^2$ | the **prior** variance of each $\mu_k$, as in Section 2 (Blei et al.); in Section 1, $\sigma^2$ was the **noise** variance | `SIGMA2`, `sigma2` |
+# | $\mu$, $\sigma$ | 3.2 to 3.5: the mean and standard deviation of a generic Gaussian $\mathcal N(x; \mu, \sigma^2)$ | `mu`, `sigma` |
+# | $m_k$, $s_k^2$; $\varphi_{ik}$ | the factors $q(\mu_k)$ and $q(c_i)$, as in Section 2 ($\varphi$ is Blei et al.'s; in Section 4, $\phi$ is the encoder's weights) | `m`, `s2`; `phi` |
+# | $\lambda$ | variational parameters: 3.1, the natural parameters of $q(\mu_k)$; 3.3, those of a generic $q_\lambda$; 3.11, $(m, \log s^2, \text{logits of } \varphi)$ | `lam1`, `lam2`; `lam`; `lam_test` |
+# | $b$, $B$; $\rho_t$ | the minibatch size and a minibatch; the SVI step size (3.9's $\rho_{fh}$ is a correlation) | `b`, `x_batch`; `rho` |
+# | $F_\lambda$, $F_\eta$ | a Fisher information (in Section 1, $F(q)$ was the ELBO) | |
+# | $\eta$, $t$, $a$ | the natural parameter, sufficient statistics and log-normaliser of an exponential family, as in 2.6 (Section 4: $\eta$ is the decoder's logits) | `eta` |
+# | $S$ | Monte Carlo samples per estimate | `S`, `BBVI_S` |
+# | $\theta$ | 3.8 and 3.9: the number a Monte Carlo estimator estimates (in Sections 2 and 4, model parameters) | `theta` |
+# | $\beta$, $z_i$ | 3.10: the global and the local latent variables of BBVI's hierarchical model (eq. 12) | |
 
 # %%
 import math
@@ -95,8 +113,9 @@ SIGMA2 = 25.0                             # prior variance of the component mean
 # Robbins–Monro schedule ($\kappa\in(0.5, 1]$ gives $\sum_t\rho_t = \infty$, $\sum_t\rho_t^2 < \infty$).
 # The offset $\tau$ matters at the start: with $\tau = 1$, $\rho_0 = 1$, and the first minibatch,
 # scaled up $n/b$ times, *replaces* the starting point. With $b = 10$ of $n = 10\,000$ points that
-# is one cluster's worth of data posing as the whole set, and it collapsed a component for good
-# (1.95 nats per point short of the optimum after 10 passes); we use $\tau = 10$, $\rho_0 = 0.19$.
+# is one cluster's worth of data posing as the whole set, and in a reference run of ours (not
+# repeated in this notebook) it collapsed a component for good, 1.95 nats per point short of the
+# optimum after 10 passes; we use $\tau = 10$, $\rho_0 = 0.19$.
 #
 # ### Exercise: one SVI step
 # `x_batch` $[b, D]$ from `n` points; `m` $[K, D]$, `s2` $[K]$; return the new `(m, s2)`.
@@ -236,6 +255,11 @@ for name, component in zip(("d/dmu", "d/dsigma"), estimators.normal_score(xs, mu
 # closed form all agree.
 
 # %%
+def matrix_text(matrix):
+    """A small matrix as text, rounded to 4 decimals, one row a line."""
+    return "\n".join(" ".join(f"{round(v, 4) + 0.0:9.4f}" for v in row) for row in matrix.tolist())
+
+
 lam = torch.tensor([mu0, sigma0])
 kl_hessian = torch.autograd.functional.hessian(
     lambda lp: torch.distributions.kl_divergence(Normal(lam[0], lam[1]), Normal(lp[0], lp[1])), lam)
@@ -246,8 +270,8 @@ neg_expected_hessian = -torch.autograd.functional.hessian(
 score = torch.stack(estimators.normal_score(xs, mu0, sigma0), -1)
 score_cov = score.T @ score / MC
 closed = torch.diag(torch.tensor([1 / sigma0 ** 2, 2 / sigma0 ** 2]))
-print("Hessian of KL:\n", kl_hessian, "\n-E[Hessian of log q]:\n", neg_expected_hessian,
-      "\nCov[score] (MC):\n", score_cov)
+print("Hessian of KL:", matrix_text(kl_hessian), "-E[Hessian of log q]:",
+      matrix_text(neg_expected_hessian), "Cov[score] (MC):", matrix_text(score_cov), sep="\n")
 assert torch.allclose(kl_hessian, closed, atol=1e-10)
 assert torch.allclose(neg_expected_hessian, closed, atol=1e-8)
 assert torch.allclose(score_cov, closed, rtol=0.03, atol=0.03)
@@ -290,8 +314,8 @@ for name, a, variance in [("Bernoulli", lambda e: torch.log1p(torch.exp(e)),
                           ("Poisson", torch.exp, torch.exp)]:
     e0 = torch.tensor(0.3)
     assert torch.allclose(torch.autograd.functional.hessian(a, e0), variance(e0))
-print("Gaussian: Hessian of a(eta) =\n", hess_a,
-      "\n= Cov[(x, x^2)]; Bernoulli and Poisson agree too")
+print("Gaussian: Hessian of a(eta) =", matrix_text(hess_a),
+      "= Cov[(x, x^2)]; Bernoulli and Poisson agree too", sep="\n")
 
 # %% [markdown]
 # ## 3.5 The score-function gradient estimator
@@ -506,7 +530,8 @@ ax.hist(torch.exp(reps).mean(1), bins=30, alpha=0.6, label="naive")
 ax.hist(estimators.control_variate(torch.exp(reps), reps, 0.5, a=a_star)[0].mean(1), bins=30,
         alpha=0.6, label="control variate")
 ax.axvline(e - 1, color="k")
-ax.set(title="E[e^U], 100 samples per estimate", xlabel="estimate")
+ax.set(title="E[e^U], 100 samples per estimate", xlabel="estimate",
+       ylabel=f"count (of {REPS} estimates)")
 ax.legend()
 plt.show()
 

@@ -43,11 +43,23 @@
 # (`nfcourse.objectives`, `nfcourse.models`, `nfcourse.train`), so the notebook runs to the end
 # before you finish.
 #
-# **Notation.** $x \in \{0,1\}^{784}$ an image, $z \in \mathbb R^{d}$ its latent code ($d = 40$);
-# $p(z) = \mathcal N(0, I)$ the prior; $p_\theta(x \mid z) = \prod_i \mathrm{Bern}(x_i; \sigma(\eta_i))$
-# the decoder with logits $\eta = \mathrm{dec}_\theta(z)$;
-# $q_\phi(z \mid x) = \mathcal N(\mu_\phi(x), \mathrm{diag}\,\sigma^2_\phi(x))$ the encoder, which outputs
-# $(\mu, \log\sigma^2)$. All logs are natural: bounds and likelihoods are in **nats** per image.
+# **Notation.** All logs are natural: bounds and likelihoods are in **nats** per image. We keep
+# Kingma & Welling's symbols; where one meant something else in Sections 1 to 3, the table says so:
+#
+# | symbol | meaning in this section | code name |
+# |---|---|---|
+# | $x$ | an image, $x \in \{0,1\}^{784}$ | `x` |
+# | $z$, $d$ | its latent code, $z \in \mathbb R^{d}$, $d = 40$; $p(z) = \mathcal N(0, I)$ the prior | `z`; `vae.prior` |
+# | $\theta$ | the decoder's weights (in Section 2, the parameters EM estimates; in 3.8 and 3.9, an estimated number) | `vae.decoder` |
+# | $\eta$ | the decoder's logits, $\eta = \mathrm{dec}_\theta(z)$, so $p_\theta(x \mid z) = \prod_i \mathrm{Bern}(x_i; \sigma(\eta_i))$ (in Sections 2 and 3, a natural parameter) | `x_logits` |
+# | $\sigma(\cdot)$ | the logistic sigmoid, $\sigma(\eta) = 1/(1 + e^{-\eta})$: a function, not the $\sigma$ below | `torch.sigmoid` |
+# | $\phi$ | the encoder's weights, Kingma & Welling's notation. Unrelated to Blei et al.'s $\varphi_{ik}$, the assignment probabilities of Sections 2 and 3 | `vae.encoder` |
+# | $\mu_\phi(x)$, $\sigma^2_\phi(x)$ | what the encoder outputs: the mean and the variances of $q_\phi(z \mid x) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)$. So $\sigma^2$ is a posterior variance here: in Section 1 it was the noise variance, in Sections 2 and 3 the prior variance | `mu`, `log_var` $= \log\sigma^2$ |
+# | $\mu$ | 4.2 only: the mean of $\mathcal N(\mu, 1)$, as in 3.5 | `mu0` |
+# | $\lambda$ | one image's variational parameters, $\lambda = \mathrm{enc}_\phi(x) = (\mu, \log\sigma^2)$ | `params`, `lam_encoder` |
+# | $\mathcal L$, $\mathcal L_k$ | the ELBO ($F(q)$ in Section 1); the IWAE bound with $k$ samples | `elbo`, `iwae_bound` |
+# | $S$ | Monte Carlo samples: per estimate in 4.2, per image for the NLL in 4.5 | `S`; `NLL_S` |
+# | $W$, $b$, $s^2$ | 4.4 only: the weights, bias and noise variance of probabilistic PCA | `W`, `b_true`, `s**2` |
 
 # %%
 import math
@@ -388,7 +400,7 @@ with torch.no_grad():
     by_hand = elbo_fn(xb, vae.decode(z), mu, log_var)
     through_model = objectives.elbo(vae, xb, generator=torch.Generator(device).manual_seed(0))
 assert torch.allclose(by_hand, through_model, atol=1e-3)
-print("ELBO of an untrained VAE on 8 test digits:", by_hand.round(decimals=1).tolist())
+print("ELBO of an untrained VAE on 8 test digits:", [round(v, 1) for v in by_hand.tolist()])
 
 # %% [markdown]
 # ### Training
@@ -567,6 +579,8 @@ for ax, points, title in [(axes[0, 0], mu_lab[:, order[:2]],
                           (axes[0, 1], pcs, "2-D PCA of the 40 means")]:
     scatter = ax.scatter(points[:, 0], points[:, 1], c=y_lab, cmap="tab10", s=4, alpha=0.6)
     ax.set_title(title)
+axes[0, 0].set(xlabel=f"μ_{order[0].item()}", ylabel=f"μ_{order[1].item()}")
+axes[0, 1].set(xlabel="first principal component", ylabel="second principal component")
 axes[0, 1].legend(*scatter.legend_elements(), title="digit", fontsize=7, loc="best")
 axes[1, 0].bar(range(40), log_var_lab.mean(0)[order], color="C1")
 axes[1, 0].set(xlabel="latent dimension (sorted by Var_x[μ_j])", ylabel="mean log σ²",
@@ -577,7 +591,7 @@ im = axes[1, 1].imshow(class_means, cmap="RdBu_r", aspect="auto",
                        vmin=-class_means.abs().max(), vmax=class_means.abs().max())
 axes[1, 1].set(xlabel="active dimension (sorted)", ylabel="digit", yticks=range(10),
                title="class-average of μ minus the overall average")
-fig.colorbar(im, ax=axes[1, 1])
+fig.colorbar(im, ax=axes[1, 1], label="class average of μ_j − overall average")
 plt.tight_layout()
 plt.show()
 

@@ -33,9 +33,22 @@
 # reference implementation from `nfcourse.bayes`, so the notebook runs to the end even before you
 # have finished an exercise.
 #
-# **Notation.** $\mathcal N(x; \mu, \Sigma)$ is the Gaussian density; $D = \{x_1, \ldots, x_n\}$ the
-# data; $\sigma^2$ the noise variance and $\sigma_\mu^2$ the prior variance of the conjugate model;
-# $q$ an approximate posterior with mean $m$ and variance $s^2$; logs are natural (nats).
+# **Notation.** Logs are natural (nats). The same table opens Sections 2 to 4; a symbol that
+# means something else there says so.
+#
+# | symbol | meaning in this section | code name |
+# |---|---|---|
+# | $\mathcal N(x; \mu, \Sigma)$ | the Gaussian density with mean $\mu$ and covariance $\Sigma$ | `Normal`, `MultivariateNormal` |
+# | $z$; $A$, $b$ | 1.1: a standard Gaussian vector and the matrix and shift applied to it | `z`; `A`, `b` |
+# | $D = \{x_1, \ldots, x_n\}$ | the data: $n$ observations | `x`, `x_all` |
+# | $\mu$ | the unknown mean of the data, the latent variable of 1.3 and 1.6 (Sections 2 and 3: the component means $\mu_k$; Section 4: the encoder's mean $\mu_\phi(x)$) | `mu` |
+# | $\sigma^2$ | the **noise** variance of each $x_i$ given $\mu$ (Sections 2 and 3 follow Blei et al., for whom $\sigma^2$ is the **prior** variance; Section 4: the encoder's variance) | `noise_var` |
+# | $\sigma_\mu^2$ | the **prior** variance of $\mu$ | `prior_var` |
+# | $\mu_N$, $\sigma_N^2$ | the mean and variance of the posterior $p(\mu \mid D)$ | `post_mean`, `post_var` |
+# | $q$; $m$, $s^2$ | an approximate posterior; its mean and variance | `m`, `s2` |
+# | $\mathrm{KL}(q \,\Vert\, p)$ | the KL divergence; the expectation is under the first argument | `kl_categorical(q, p)`, `kl_divergence(q, p)` |
+# | $\mu_i$, $\sigma_i^2$ | 1.5 only: the mean and variance of coordinate $i$ of a diagonal Gaussian, as the VAE's encoder outputs them (Section 4) | `mu`, `log_var` $= \log\sigma_i^2$ |
+# | $F(q)$ | the ELBO (Tzikas et al.'s name; in Section 3, $F$ is a Fisher information) | `elbo_conjugate` |
 
 # %%
 import math
@@ -154,7 +167,8 @@ samples = z @ A2.T + b2
 fig, ax = plt.subplots(figsize=(5, 4.5))
 ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.3, label="x = A z + b, z ~ N(0, I)")
 ax.contour(gx, gy, log_p.exp(), levels=6, cmap="viridis")
-ax.set(xlim=(-4, 6), ylim=(-5, 4), title="samples and the density p(x) from 1.1")
+ax.set(xlim=(-4, 6), ylim=(-5, 4), xlabel="x₁", ylabel="x₂",
+       title="samples and the density p(x) from 1.1")
 ax.legend(loc="lower right")
 plt.show()
 
@@ -309,7 +323,8 @@ for i, (name, cause) in enumerate([("sprinkler on", S), ("rain", R)]):
                for e in evidences.values()]
     ax.bar(np.arange(len(evidences)) + (i - 0.5) * width, beliefs, width, label=f"p({name} | ...)")
 ax.set_xticks(range(len(evidences)), [f"given {k}" for k in evidences])
-ax.set(ylim=(0, 1.05), title="observing one cause of wet grass explains away the other")
+ax.set(ylim=(0, 1.05), ylabel="probability",
+       title="observing one cause of wet grass explains away the other")
 ax.legend()
 plt.show()
 
@@ -473,7 +488,7 @@ def plot_posterior(ax, n):
     ax.plot(mu_plot, Normal(mean, var.sqrt()).log_prob(mu_plot).exp(), "C2", lw=2,
             label="posterior")
     ax.axvline(mu_true, color="k", lw=0.8, ls=":", label="true mu")
-    ax.set(title=f"n = {n}", xlabel="mu")
+    ax.set(title=f"n = {n}", xlabel="μ", ylabel="density")
 
 
 fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
@@ -541,7 +556,9 @@ plt.show()
 # A numerical check needs a KL to compute. Implement it for categorical distributions given as
 # probability vectors along the last axis, one KL per row. Our code follows
 # `torch.distributions.kl_divergence(p, q)`: the first argument is the distribution the expectation
-# is taken under, $\mathrm{KL}(p \,\|\, q) = \sum_x p(x) \log\frac{p(x)}{q(x)}$. Use $0 \log 0 = 0$.
+# is taken under, so `kl_categorical(p, q)` is
+# $\mathrm{KL}(p \,\|\, q) = \sum_x p(x) \log\frac{p(x)}{q(x)}$, and the $\mathrm{KL}(q \,\|\, p)$ of the
+# proof is `kl_categorical(q, p)`. Use $0 \log 0 = 0$.
 
 
 # %%
@@ -557,19 +574,20 @@ check.kl_categorical(kl_categorical)
 
 # %% [markdown]
 # The proof, checked on many random pairs (sparse ones included: Dirichlet(0.3) puts most of the
-# mass on a few outcomes), along with the bound it uses, $-\mathrm{KL}(p \,\|\, q) \le \sum_{p > 0} q - 1$.
+# mass on a few outcomes) in the proof's direction, $\mathrm{KL}(q \,\|\, p)$, that is
+# `kl_categorical(q, p)`, along with the bound it uses, $-\mathrm{KL}(q \,\|\, p) \le \sum_{q > 0} p - 1$.
 
 # %%
 n_pairs = pick(full=200_000, fast=20_000)
 p = Dirichlet(torch.full((6,), 0.3)).sample((n_pairs,))
 q = Dirichlet(torch.full((6,), 0.3)).sample((n_pairs,))
-kl_pq = bayes.kl_categorical(p, q)
-assert (kl_pq >= 0).all() and (bayes.kl_categorical(p, p).abs() < 1e-12).all()
-assert (-kl_pq <= (q * (p > 0)).sum(-1) - 1 + 1e-12).all()  # the bound from the proof
-assert np.allclose(kl_pq[:1000].numpy(), scipy.stats.entropy(p[:1000].numpy(), q[:1000].numpy(),
+kl_qp = bayes.kl_categorical(q, p)  # KL(q || p): the expectation is under q, as in the proof
+assert (kl_qp >= 0).all() and (bayes.kl_categorical(q, q).abs() < 1e-12).all()
+assert (-kl_qp <= (p * (q > 0)).sum(-1) - 1 + 1e-12).all()  # the bound from the proof
+assert np.allclose(kl_qp[:1000].numpy(), scipy.stats.entropy(q[:1000].numpy(), p[:1000].numpy(),
                                                              axis=-1), rtol=1e-10)
-assert not torch.allclose(kl_pq, bayes.kl_categorical(q, p))  # not symmetric
-print(f"{n_pairs} random pairs: smallest KL {kl_pq.min():.2e}, none negative")
+assert not torch.allclose(kl_qp, bayes.kl_categorical(p, q))  # not symmetric
+print(f"{n_pairs} random pairs: smallest KL(q || p) {kl_qp.min():.2e}, none negative")
 
 # %% [markdown]
 # <!-- SOLUTION ONLY the KL landscapes (which way round matters), which answer exercise 2.1 of Section 2 -->
@@ -614,12 +632,13 @@ for ax, values, title, (m_best, s_best) in [
         (axes[1], kl_p_q, "KL(p || q): mass-covering", (m_fwd, s_fwd))]:
     image = ax.contourf(ms, log_ss.exp(), values.T.clamp(max=5), levels=30, cmap="magma_r")
     ax.plot(m_best, s_best, "c*", ms=12)
-    ax.set(yscale="log", xlabel="m", ylabel="s", title=title)
-    fig.colorbar(image, ax=ax)
+    ax.set(yscale="log", xlabel="m (mean of q)", ylabel="s (standard deviation of q)",
+           title=title)
+    fig.colorbar(image, ax=ax, label=f"{title.split(':')[0]} in nats (cut off at 5)")
 axes[2].plot(xs, log_p_mix.exp(), "k", label="p (mixture)")
 axes[2].plot(xs, Normal(m_rev, s_rev).log_prob(xs).exp(), label="argmin KL(q || p)")
 axes[2].plot(xs, Normal(m_fwd, s_fwd).log_prob(xs).exp(), label="argmin KL(p || q)")
-axes[2].set(xlim=(-6, 6), title="the two best Gaussians")
+axes[2].set(xlim=(-6, 6), xlabel="x", ylabel="density", title="the two best Gaussians")
 axes[2].legend(fontsize=8)
 fig.tight_layout()
 plt.show()
@@ -828,15 +847,16 @@ for factor in [0.25, 1.0, 4.0]:
     axes[0].plot(m_line, bayes.elbo_conjugate(m_line, factor * post_var, x10),
                  label=f"ELBO, s² = {factor:g} σ_N²")
 axes[0].axhline(log_ev.item(), color="k", ls="--", label="log p(x)")
-axes[0].set(xlabel="m (mean of q)", ylim=(log_ev.item() - 8, log_ev.item() + 1),
+axes[0].set(xlabel="m (mean of q)", ylabel="nats", ylim=(log_ev.item() - 8, log_ev.item() + 1),
             title="ELBO = log p(x) − KL(q ‖ p(μ | x))")
 axes[0].legend(fontsize=8)
 image = axes[1].contourf(m_grid, s2_grid, (log_ev - elbo_grid).T.clamp(max=8), levels=30,
                          cmap="viridis")
 axes[1].plot(post_mean, post_var, "r*", ms=12, label="exact posterior")
-axes[1].set(yscale="log", xlabel="m", ylabel="s²", title="the gap log p(x) − ELBO = KL")
+axes[1].set(yscale="log", xlabel="m (mean of q)", ylabel="s² (variance of q)",
+            title="the gap log p(x) − ELBO = KL")
 axes[1].legend()
-fig.colorbar(image, ax=axes[1])
+fig.colorbar(image, ax=axes[1], label="log p(x) − ELBO in nats (cut off at 8)")
 fig.tight_layout()
 plt.show()
 
@@ -856,10 +876,10 @@ def explore_elbo(m, log_s2):
     fig, (ax, bar) = plt.subplots(1, 2, figsize=(10, 3), gridspec_kw={"width_ratios": [3, 1]})
     ax.plot(mu_axis, exact_posterior.log_prob(mu_axis).exp(), "k", label="p(μ | x)")
     ax.plot(mu_axis, Normal(m, s2.sqrt()).log_prob(mu_axis).exp(), label="q(μ)")
-    ax.set(xlabel="μ", title=f"KL(q ‖ p(μ | x)) = {log_ev.item() - elbo:.3f}")
+    ax.set(xlabel="μ", ylabel="density", title=f"KL(q ‖ p(μ | x)) = {log_ev.item() - elbo:.3f}")
     ax.legend()
     bar.bar(["log p(x)", "ELBO"], [log_ev.item(), elbo], color=["k", "C1"])
-    bar.set(ylim=(log_ev.item() - 10, log_ev.item() + 1))
+    bar.set(ylabel="nats", ylim=(log_ev.item() - 10, log_ev.item() + 1))
     plt.show()
 
 
