@@ -359,3 +359,68 @@ def answers_after_exercises(solution: str, student: str) -> list[str]:
                     found.append(f"line {start + 1 + node.lineno}: `{ast.unparse(node)}` asserts "
                                  f"a value not shown before ({', '.join(f'{v:g}' for v in new)})")
     return found
+
+
+def _calls(node: ast.AST) -> set[str]:
+    """The names of the functions and methods called under ``node`` (``torch.exp`` -> exp)."""
+    names = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call):
+            f = n.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+            if name:
+                names.add(name)
+    return names
+
+
+def rewritten_answers(solution_text: str, student_text: str, name: str) -> list[str]:
+    """Expressions of the student notebook that recompute a code answer in other words: they
+    call every function the answer calls (at least two) and at most one more. The literal
+    test above misses these, since the names differ (3.9b's tail_given, once written out
+    again in 3.8's demonstration as ``torch.exp(-(t - Z).clamp_min(0))``)."""
+    found = []
+    cells = [c.source for c in jupytext.reads(student_text, fmt="py:percent").cells
+             if c.cell_type == "code"]
+    for region in find_regions(solution_text, name):
+        if region.kind != "code":
+            continue
+        try:
+            wanted = _calls(ast.parse(textwrap.dedent("\n".join(region.body))))
+        except SyntaxError:
+            continue
+        if len(wanted) < 2:
+            continue
+        for source in cells:
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:                  # IPython magics
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.expr):
+                    called = _calls(node)
+                    if wanted <= called and len(called) <= len(wanted) + 1:
+                        found.append(f"{name}:{region.start} ({sorted(wanted)}): "
+                                     f"{ast.unparse(node)[:80]}")
+    return found
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_no_answer_rewritten_elsewhere(solution: Path):
+    student = (ROOT / "curriculum" / solution.name).read_text(encoding="utf-8")
+    found = rewritten_answers(solution.read_text(encoding="utf-8"), student, solution.name)
+    assert not found, "the student notebook computes an answer in other words:\n" + \
+        "\n".join(found)
+
+
+def test_rewritten_answer_detector_catches_the_old_3_8_leak():
+    solution = textwrap.dedent('''\
+        # %%
+        def tail_given(y, t, rate):
+            ### BEGIN SOLUTION the survival function
+            return torch.exp(-rate * (t - y).clamp_min(0))
+            ### END SOLUTION
+        ''')
+    leak = "# %%\nest = torch.exp(-(t_tail - Zr).clamp_min(0)).mean()\n"
+    fine = "# %%\nest = estimators.tail_given(Zr, t_tail, 1.0).mean()\nz = torch.exp(x)\n"
+    assert rewritten_answers(solution, leak, "s.py")
+    assert not rewritten_answers(solution, fine, "s.py")
