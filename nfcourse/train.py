@@ -206,6 +206,7 @@ class _Settings:
     valid_batch_size: int
     loss_every: int
     log: Callable[[str], None] | None
+    cuda_graph: bool = False
 
     @property
     def total_steps(self) -> int:
@@ -228,6 +229,9 @@ def _settings(objective: Objective, train_data: Tensor | None, valid_data: Tenso
         raise ValueError(f"ema={ema!r}: the decay of the parameter average must be in [0, 1), "
                          "e.g. 0.999; pass None for no averaging")
     milestones = sorted(int(m) for m in lr_milestones)
+    if rest.get("cuda_graph") and milestones:
+        raise ValueError("cuda_graph=True bakes the step size into the captured step: train "
+                         "without lr_milestones, or with cuda_graph=False")
     if any(m < 1 for m in milestones) or not 0.0 < lr_gamma <= 1.0:
         raise ValueError(f"lr_milestones={list(lr_milestones)!r}, lr_gamma={lr_gamma!r}: the "
                          "milestones are epoch numbers >= 1 and the decay factor is in (0, 1], "
@@ -274,6 +278,7 @@ class _Run:
     best_state: dict | None = None
     elapsed0: float = 0.0          # seconds of training before this call (resume)
     started: float = field(default_factory=time.perf_counter)
+    graph: _Graph | None = None    # the captured step (cuda_graph=True)
 
     @property
     def device(self) -> torch.device:
@@ -303,10 +308,15 @@ class _Run:
 def _start(model: nn.Module, s: _Settings, resume: bool) -> _Run:
     """A new run, or the one in ``last.pt`` when ``resume`` and it exists."""
     device = _device(model)
+    if s.cuda_graph and device.type != "cuda":
+        raise ValueError(f"cuda_graph=True replays the training step on a CUDA device, and the "
+                         f"model is on {device}: move it there (model.to('cuda')), or pass "
+                         "cuda_graph=False")
     # fused: one kernel per step for all parameters (3x faster than the loop over them on
     # the CPU, the same update to rounding); where there is none, Adam's default
     fused = device.type in ("cpu", "cuda")
-    run = _Run(model, torch.optim.Adam(model.parameters(), lr=s.lr, fused=fused or None),
+    run = _Run(model, torch.optim.Adam(model.parameters(), lr=s.lr, fused=fused or None,
+                                       capturable=s.cuda_graph),
                torch.Generator().manual_seed(s.seed), _device_generator(device, s.seed + 1))
     last = s.path("last.pt")
     state = None
@@ -368,7 +378,8 @@ def fit(model, train_data: Tensor | None = None, valid_data: Tensor | None = Non
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, seed: int = 0,
         max_steps: int | None = None, time_limit: float | None = None,
         epoch_steps: int = 1000, valid_batch_size: int = 1000, loss_every: int = 50,
-        progress: bool = True, log: Callable[[str], None] | None = None) -> History:
+        progress: bool = True, log: Callable[[str], None] | None = None,
+        cuda_graph: bool = False) -> History:
     """Train ``model`` with Adam on ``objective``; return the :class:`History`.
 
     - ``objective``: an :class:`~nfcourse.objectives.Objective`, or for a VAE a bound by
@@ -390,15 +401,16 @@ def fit(model, train_data: Tensor | None = None, valid_data: Tensor | None = Non
     - ``checkpoint_dir`` / ``resume``: see the module docstring. ``resume=True`` without a
       ``last.pt`` starts afresh.
     - ``max_steps`` / ``time_limit`` (seconds): stop after the step that reaches the limit,
-      then validate and checkpoint as at the end of an epoch (the cut epoch counts as done:
-      ``resume`` goes on with the next one, so only a resume after an *interruption* at an
-      epoch's end repeats an uninterrupted run exactly).
+      then validate and checkpoint as at an epoch's end (the cut epoch counts as done, so
+      only a resume after an interruption at an epoch's end repeats a run exactly).
     - ``log``: called with a one-line summary after each epoch (e.g. ``print``).
+    - ``cuda_graph``: replay the step from a CUDA graph after annealing (:func:`_capture`).
     """
     s = _settings(as_objective(objective, k, anneal), train_data, valid_data, epochs,
                   epoch_steps, batch_size, ema, lr_milestones, lr_gamma, patience, max_steps,
                   checkpoint_dir, lr=lr, time_limit=time_limit, seed=seed,
-                  valid_batch_size=valid_batch_size, loss_every=loss_every, log=log)
+                  valid_batch_size=valid_batch_size, loss_every=loss_every, log=log,
+                  cuda_graph=cuda_graph)
     run = _start(model, s, resume)
     bar = _progress(None, desc="training", total=s.total_steps,
                     initial=min(run.step, s.total_steps)) if progress else None
@@ -478,8 +490,15 @@ def _step(run: _Run, s: _Settings, batch: Tensor | None, b: int) -> tuple[float,
     """One Adam step on the mean loss of ``batch``; returns (that mean, items in it)."""
     if batch is not None:
         batch = batch.to(run.device)
-    losses = s.objective.loss(run.model, batch, run.step, run.noise_gen)
-    loss = losses.mean()
+    graphed = _graph_for(run, s, batch)
+    if graphed is not None:          # forward, backward and Adam in one replay
+        if batch is not None:
+            graphed.x.copy_(batch)
+        graphed.graph.replay()
+        loss, n = graphed.loss, graphed.n
+    else:
+        losses = s.objective.loss(run.model, batch, run.step, run.noise_gen)
+        loss, n = losses.mean(), losses.shape[0]
     value = loss.item()
     if not math.isfinite(value):
         last, h = s.path("last.pt"), run.history
@@ -490,13 +509,77 @@ def _step(run: _Run, s: _Settings, batch: Tensor | None, b: int) -> tuple[float,
             f"the loss became {value} at step {run.step} (epoch {run.epoch + 1}, batch "
             f"{b + 1} of {s.steps_per_epoch}); training stopped and {where}. Try a lower "
             "learning rate, check the data, or resume from the checkpoint.")
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    run.optimizer.step()
+    if graphed is None:
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
     if run.averaged is not None:
         _average(run.averaged, run.model, min(s.ema, (1 + run.step) / (10 + run.step)))
     run.step += 1
-    return value, losses.shape[0]
+    return value, n
+
+
+@dataclass
+class _Graph:
+    """The training step captured in a CUDA graph: its static input, its mean loss, and
+    the number of items a step averages over."""
+
+    graph: torch.cuda.CUDAGraph
+    x: Tensor | None
+    loss: Tensor
+    n: int
+
+
+def _graph_for(run: _Run, s: _Settings, batch: Tensor | None) -> _Graph | None:
+    """The captured step, when this step may replay it: ``cuda_graph`` on, annealing over
+    (β is baked into the graph), a full batch (so is its shape), Adam's state made (by an
+    eager step first). Captured on first use."""
+    if (not s.cuda_graph or run.step < s.objective.warmup or not run.optimizer.state
+            or (batch is not None and batch.shape[0] != s.batch_size)):
+        return None
+    if run.graph is None:
+        run.graph = _capture(run, s, batch)
+    return run.graph
+
+
+def _capture(run: _Run, s: _Settings, batch: Tensor | None) -> _Graph:
+    """Capture forward, backward and Adam once, for ``fit(cuda_graph=True)``: one launch a
+    step instead of one per kernel. Capture needs a few warm-up steps on a side stream; the
+    parameters, Adam's state and the generators are put back after them, so the run goes on
+    as if they had not been taken. Partial batches and annealed steps run eagerly. A NaN
+    loss is seen after its replayed step, so the model in memory has taken it: resume from
+    ``last.pt``. The step size is baked in too, so not with ``lr_milestones``.
+
+    Not yet run on a GPU (2026-12-04): it follows the capture that ``benchmarks/nfvi.py
+    --cuda-graph`` ran on an H200, and ``tests/test_train.py`` checks it against eager
+    training, step by step and on resume, under ``pytest --device cuda``."""
+    tensors = list(run.model.parameters()) + [
+        v for state in run.optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+    saved = [t.detach().clone() for t in tensors]
+    noise, global_cuda = run.noise_gen.get_state(), torch.cuda.get_rng_state(run.device)
+    x = None if batch is None else batch.clone()
+    side = torch.cuda.Stream(run.device)
+    side.wait_stream(torch.cuda.current_stream(run.device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            run.optimizer.zero_grad(set_to_none=True)
+            s.objective.loss(run.model, x, run.step, run.noise_gen).mean().backward()
+            run.optimizer.step()
+    torch.cuda.current_stream(run.device).wait_stream(side)
+    with torch.no_grad():
+        for t, v in zip(tensors, saved):
+            t.copy_(v)
+    run.noise_gen.set_state(noise)
+    torch.cuda.set_rng_state(global_cuda, run.device)
+    graph = torch.cuda.CUDAGraph()
+    graph.register_generator_state(run.noise_gen)
+    run.optimizer.zero_grad(set_to_none=True)   # the captured backward writes fresh gradients
+    with torch.cuda.graph(graph):
+        losses = s.objective.loss(run.model, x, run.step, run.noise_gen)
+        loss = losses.mean()
+        loss.backward()
+        run.optimizer.step()
+    return _Graph(graph, x, loss, losses.shape[0])
 
 
 @torch.no_grad()

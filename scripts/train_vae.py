@@ -124,6 +124,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-only", action="store_true",
                    help="skip training; evaluate <checkpoint-dir>/best.pt")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="on a GPU, replay each training step from a CUDA graph once annealing "
+                        "is over (nfcourse.train.fit(cuda_graph=True); not yet run on a GPU: "
+                        "run pytest --device cuda tests/test_train.py -k cuda first)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="JSON result file "
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
                       max_steps=args.max_steps,
                       checkpoint_dir=args.checkpoint_dir, resume=args.resume, seed=args.seed,
                       time_limit=None if args.time_limit is None else 60 * args.time_limit,
-                      log=log).as_dict()
+                      cuda_graph=args.cuda_graph, log=log).as_dict()
         train_seconds = history["seconds"][-1]
     log(f"training: {history['stopped']}")
     refit = {}

@@ -457,3 +457,43 @@ def test_fit_under_a_time_limit_with_the_real_bar_shown_or_silenced(monkeypatch,
             time_limit=0.5, progress=True)
     assert h.stopped.startswith("time limit"), h.stopped
     assert int(re.search(r"at step (\d+)", h.stopped).group(1)) >= 10   # the estimate ran
+
+
+def test_cuda_graph_is_refused_off_cuda_and_with_a_step_size_schedule():
+    with pytest.raises(ValueError, match="replays the training step on a CUDA device"):
+        run(cuda_graph=True)
+    with pytest.raises(ValueError, match="bakes the step size"):
+        run(cuda_graph=True, lr_milestones=[2])
+
+
+def _graph_run(device, tmp=None, **kwargs):
+    m = model().to(device)
+    opts = dict(epochs=4, batch_size=32, lr=3e-3, seed=0, progress=False, anneal=12,
+                ema=0.9)
+    opts.update(kwargs)
+    # 240 points: 7 full batches and one of 16 an epoch, annealing over the first 12 steps
+    return m, fit(m, synthetic(), synthetic(60, seed=1), checkpoint_dir=tmp, **opts)
+
+
+def test_cuda_graph_training_is_eager_training(device):
+    """The captured step replays what the eager step does: the same losses step by step and
+    the same parameters, to float tolerance (annealed steps and partial batches eager)."""
+    if device.type != "cuda":
+        pytest.skip("CUDA graphs: run with --device cuda")
+    eager, h_eager = _graph_run(device, loss_every=1)
+    graphed, h_graph = _graph_run(device, loss_every=1, cuda_graph=True)
+    assert len(h_graph.loss_values) == len(h_eager.loss_values) == 32
+    assert torch.allclose(torch.tensor(h_graph.loss_values), torch.tensor(h_eager.loss_values),
+                          rtol=1e-4, atol=1e-4)
+    for p, q in zip(graphed.state_dict().values(), eager.state_dict().values()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_cuda_graph_training_resumes_where_it_stopped(device, tmp_path):
+    if device.type != "cuda":
+        pytest.skip("CUDA graphs: run with --device cuda")
+    whole, _ = _graph_run(device, tmp_path / "whole", cuda_graph=True)
+    _graph_run(device, tmp_path / "cut", cuda_graph=True, epochs=2)
+    resumed, _ = _graph_run(device, tmp_path / "cut", cuda_graph=True, resume=True)
+    for p, q in zip(resumed.state_dict().values(), whole.state_dict().values()):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5)
