@@ -181,8 +181,8 @@ def test_the_fast_paths_train_as_the_plain_ones_to_float_tolerance(monkeypatch):
 
     plain_adam = torch.optim.Adam
 
-    def unfused(params, lr, fused=None):
-        return plain_adam(params, lr=lr, fused=False)
+    def unfused(params, lr, fused=None, **options):
+        return plain_adam(params, lr=lr, fused=False, **options)
 
     monkeypatch.setattr(torch.optim, "Adam", unfused)
     monkeypatch.setattr(planar._PlanarChain, "apply", lambda *v: planar._chain(*v))
