@@ -57,6 +57,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the number of flow layers K (0 with --posterior diagonal)")
     p.add_argument("--flow-hidden", type=int, default=200,
                    help="hidden units of the NICE and IAF conditioners (one hidden layer)")
+    p.add_argument("--flow-init", choices=["random", "identity"], default="random",
+                   help="an amortized flow's start: the encoder's default initialisation "
+                        "(random flows), or near the identity for every x "
+                        "(VAE.start_flow_near_identity)")
     p.add_argument("--iaf-context", type=int, default=40,
                    help="size of the context h the encoder gives the IAF layers")
     p.add_argument("--sylvester-m", type=int, default=None,
@@ -169,6 +173,11 @@ def main(argv: list[str] | None = None) -> dict:
     model = VAE(784, args.z_dim, args.hidden, encoder_hidden=args.encoder_hidden,
                 activation=args.activation, dropout=args.dropout,
                 posterior=posterior, prior=make_prior(args)).to(device)
+    if args.flow_init == "identity":
+        try:
+            model.start_flow_near_identity(generator=torch.Generator().manual_seed(args.seed))
+        except ValueError as e:
+            sys.exit(f"--flow-init identity: {e}")
 
     def log(line: str) -> None:
         print(line, flush=True)
@@ -259,6 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
         **({"prior_layers": args.prior_layers, "prior_hidden": args.prior_hidden}
            if args.prior in ("realnvp", "maf") else {}),
         **({"flow_hidden": args.flow_hidden} if args.posterior in ("nice", "iaf") else {}),
+        **({"flow_init": args.flow_init} if args.flow_init != "random" else {}),
         **({"iaf_context": args.iaf_context} if args.posterior == "iaf" else {}),
         "z_dim": args.z_dim, "hidden": args.hidden,
         "encoder_hidden": args.encoder_hidden or args.hidden, "activation": args.activation,

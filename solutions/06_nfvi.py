@@ -663,12 +663,9 @@ def optimised(model, x, init=None, seed=0):
                                        generator=torch.Generator().manual_seed(seed))
 
 
-def with_near_identity_flow(lam_gaussian, model):
-    """λ for the flow posterior: the Gaussian's (μ, log σ²), then flow parameters of size
-    0.01. (Exactly zero is a saddle: with u = w = 0 no gradient reaches the flow.)"""
-    g = torch.Generator().manual_seed(0)
-    small = 0.01 * torch.randn(len(lam_gaussian), model.posterior.flow.param_dim, generator=g)
-    return torch.cat([lam_gaussian, small], -1)
+def near_identity(model, lam_gaussian):
+    """The flow's λ from the Gaussian's: (μ, log σ²) and flow parameters of size 0.01."""
+    return model.posterior.from_gaussian(lam_gaussian, generator=torch.Generator().manual_seed(0))
 
 
 def log_q_at(model, lam, z):
@@ -694,7 +691,7 @@ for row, i in enumerate(digits_shown):
     lam_g = vae2.encoder(xi).detach()
     lam_g_star = optimised(vae2, xi, seed=i)
     lam_f = flow2.encoder(xi).detach()
-    lam_f_star = optimised(flow2, xi, init=with_near_identity_flow(lam_g_star, flow2), seed=i)
+    lam_f_star = optimised(flow2, xi, init=near_identity(flow2, lam_g_star), seed=i)
     centre = DiagonalGaussian.split(lam_g_star)[0][0].detach()
     lim = 4 * DiagonalGaussian.split(lam_g_star)[1].exp().sqrt().max().item() + 0.3
     with torch.no_grad():
@@ -773,7 +770,7 @@ gap_rows = {}
 for split, data in [("train", x_train[:GAP_IMAGES]), ("test", x_test[:GAP_IMAGES])]:
     xs = base_vae.prepare(data)
     lam_g_star = optimised(base_vae, xs, seed=1)
-    lam_f_star = optimised(flow_view, xs, init=with_near_identity_flow(lam_g_star, flow_view),
+    lam_f_star = optimised(flow_view, xs, init=near_identity(flow_view, lam_g_star),
                            seed=2)
     log_px = objectives.log_marginal_is(flow_view, xs, samples=GAP_S, params=lam_f_star,
                                         generator=torch.Generator().manual_seed(3),

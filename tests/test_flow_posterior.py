@@ -191,3 +191,38 @@ def test_the_fast_paths_train_as_the_plain_ones_to_float_tolerance(monkeypatch):
     torch.testing.assert_close(h_fast.valid_bound, h_slow.valid_bound, rtol=1e-5, atol=1e-4)
     for a, b in zip(fast.state_dict().values(), slow.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(FLOWS))
+def test_from_gaussian_starts_the_flow_where_the_gaussian_is(name):
+    q = FlowPosterior(FLOWS[name]())
+    base = torch.randn(6, 2 * D, generator=torch.Generator().manual_seed(1))
+    lam = q.from_gaussian(base, generator=torch.Generator().manual_seed(2))
+    assert lam.shape == (6, q.param_dim(D)) and torch.equal(lam[:, :2 * D], base)
+    assert torch.equal(lam[:, 2 * D + q.flow.param_dim:], torch.zeros(6, q.flow.context_dim))
+    if q.flow.param_dim:  # amortized layers: the flow is near the identity, so q is the Gaussian
+        z, log_q = q.rsample_and_log_prob(lam, k=4, generator=torch.Generator().manual_seed(3))
+        z0, log_q0 = DiagonalGaussian().rsample_and_log_prob(
+            base, k=4, generator=torch.Generator().manual_seed(3))
+        assert torch.allclose(z, z0, atol=0.05) and torch.allclose(log_q, log_q0, atol=0.05)
+        assert not torch.equal(z, z0)  # near the identity, not at it (a saddle for planar)
+
+
+def test_an_nf_vae_can_start_as_the_gaussian_vae():
+    torch.manual_seed(0)
+    model = VAE(20, D, 16, posterior=FlowPosterior(nf.Planar(D, length=5, amortized=True)))
+    x = torch.bernoulli(torch.full((8, 20), 0.5))
+
+    def flow_vs_base(m):
+        lam = m.encode(x)
+        z, log_q = m.posterior.rsample_and_log_prob(lam, 3, torch.Generator().manual_seed(1))
+        z0, log_q0 = DiagonalGaussian().rsample_and_log_prob(lam[:, :2 * D], 3,
+                                                             torch.Generator().manual_seed(1))
+        return (z - z0).abs().max(), (log_q - log_q0).abs().max()
+
+    assert min(flow_vs_base(model)) > 0.1        # the default start: a random flow per x
+    model.start_flow_near_identity(generator=torch.Generator().manual_seed(0))
+    dz, dlog_q = flow_vs_base(model)
+    assert dz < 0.05 and dlog_q < 0.05 and dz > 0  # near the identity, not at its saddle
+    with pytest.raises(ValueError, match="amortized flow posterior"):
+        VAE(20, D, 16).start_flow_near_identity()

@@ -50,23 +50,46 @@ def test_fit_energies_writes_rows_and_resumes(tmp_path):
     assert again.returncode == 0 and len(list(csv.DictReader(out.open()))) == 7  # skipped
 
 
-def test_inference_gaps_of_a_trained_run(tmp_path):
+@pytest.mark.parametrize("posterior", ["planar", "diagonal"])
+def test_inference_gaps_of_a_trained_run(tmp_path, posterior):
     train = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "500",
              "--test-size", "20", "--nll-samples", "5", "--batch-size", "100", "--z-dim", "3",
-             "--hidden", "16", "--threads", "1", "--epochs", "2", "--posterior", "planar",
-             "--flow-length", "2", "--checkpoint-dir", str(tmp_path)]
-    assert subprocess.run(train, capture_output=True, text=True, env=ENV,
-                          timeout=300).returncode == 0
+             "--hidden", "16", "--threads", "1", "--epochs", "2", "--posterior", posterior,
+             "--flow-length", "2" if posterior == "planar" else "0",
+             "--checkpoint-dir", str(tmp_path)]
+    trained = subprocess.run(train, capture_output=True, text=True, env=ENV, timeout=300)
+    assert trained.returncode == 0, trained.stderr
     gaps = [sys.executable, str(ROOT / "scripts" / "inference_gaps.py"), str(tmp_path),
             "--images", "20", "--samples", "200", "--draws", "50", "--refine-steps", "30",
-            "--threads", "1"]
+            "--flow-length", "2", "--threads", "1"]
     done = subprocess.run(gaps, capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "gaps.json").read_text())
+    own = "planar K = 2" if posterior == "planar" else "diagonal Gaussian"
+    assert result["trained_with"] == own
     for split in ("train", "test"):
         r = result[split]
-        # q* is optimised for each image: its ELBO beats the encoder's, and log p(x) by IS from
-        # q* sits above both (up to Monte Carlo error)
-        assert r["elbo_q_star"]["mean"] > r["elbo_q"]["mean"]
-        assert r["log_px"]["mean"] > r["elbo_q_star"]["mean"] - 0.5
-        assert r["amortization_gap"]["stderr"] > 0
+        assert set(r["families"]) == {"diagonal Gaussian", "planar K = 2"}
+        for name, row in r["families"].items():
+            # log p(x) by IS from the flow's q* sits above every ELBO (up to Monte Carlo error)
+            assert r["log_px"]["mean"] > row["elbo_q_star"]["mean"] - 0.5, (split, name)
+            # only the family the model was trained with has an encoder, so an amortization gap
+            assert ("amortization_gap" in row) == (name == own)
+        # the flow's q* starts at the Gaussian's (and at a flow encoder's output), so it is no
+        # worse than the Gaussian's
+        fams = r["families"]
+        assert fams["planar K = 2"]["elbo_q_star"]["mean"] > (
+            fams["diagonal Gaussian"]["elbo_q_star"]["mean"] - 0.5)
+        assert sum(r["flow_q_star_starts"].values()) == 20
+        assert set(r["flow_q_star_starts"]) == ({"gaussian", "encoder"} if posterior == "planar"
+                                                else {"gaussian"})
+        mine = r["families"][own]
+        # q* is optimised for each image: its ELBO beats the encoder's
+        assert mine["elbo_q_star"]["mean"] > mine["elbo_q"]["mean"]
+        assert mine["amortization_gap"]["stderr"] > 0
+    # the table: a row per split and family, the amortization gap only for the own family
+    shown = subprocess.run([sys.executable, str(ROOT / "scripts" / "inference_gaps.py"),
+                            "--table", str(tmp_path / "gaps.json")],
+                           capture_output=True, text=True, env=ENV, timeout=120)
+    rows = [line for line in shown.stdout.splitlines() if line.startswith(f"| {own} |")]
+    assert len(rows) == 4 and sum(line.endswith("| — |") for line in rows) == 2, shown.stdout

@@ -399,6 +399,24 @@ def test_reproduction_script_builds_every_posterior_and_prior(tmp_path, posterio
     assert bad.returncode != 0 and "every flow K >= 1" in bad.stderr
 
 
+def test_reproduction_script_can_start_the_flow_near_the_identity(tmp_path):
+    """--flow-init identity: trained, recorded, and refused with a clear message where
+    there is no amortized flow to start."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "300",
+           "--test-size", "20", "--nll-samples", "8", "--batch-size", "100", "--z-dim", "4",
+           "--hidden", "16", "--threads", "1", "--epochs", "1", "--flow-init", "identity",
+           "--output", str(tmp_path / "r.json")]
+    env = dict(os.environ, NFCOURSE_PROGRESS="0")
+    ok = subprocess.run(cmd + ["--posterior", "planar", "--flow-length", "3"],
+                        capture_output=True, text=True, timeout=300, env=env)
+    assert ok.returncode == 0, ok.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["flow_init"] == "identity" and result["neg_elbo_test"] > 0
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode != 0 and "--flow-init identity" in bad.stderr
+    assert "amortized flow posterior" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_every_function_of_the_loop_fits_a_screen():
     """The loop is read by learners: no function of train.py is longer than 60 lines."""
     import ast

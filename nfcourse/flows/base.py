@@ -66,6 +66,17 @@ class Bijection(nn.Module):
             "(FlowDistribution.sample_and_log_prob needs none)."
         )
 
+    def near_identity_params(self, n: int, scale: float = 0.01,
+                             generator: torch.Generator | None = None,
+                             dtype: torch.dtype | None = None,
+                             device: torch.device | str | None = None) -> Tensor:
+        """``params`` ``[n, param_dim]`` for an amortized layer that is close to the identity
+        (a starting point for a per-sample search): here small random numbers of size
+        ``scale``, which suit layers whose map vanishes with its parameters (Radial,
+        Sylvester); a layer for which it does not overrides this (Planar)."""
+        return scale * torch.randn(n, self.param_dim, generator=generator, dtype=dtype,
+                                   device=device)
+
     # -- checks ------------------------------------------------------------------------
     def _check_x(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):

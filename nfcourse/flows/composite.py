@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import torch
 from torch import Tensor, nn
 
 from nfcourse.flows.base import Bijection
@@ -53,6 +54,15 @@ class Flow(Bijection):
 
     def __getitem__(self, i):
         return self.layers[i]
+
+    def near_identity_params(self, n: int, scale: float = 0.01,
+                             generator: torch.Generator | None = None,
+                             dtype: torch.dtype | None = None,
+                             device: torch.device | str | None = None) -> Tensor:
+        """Each amortized layer's near-identity ``params``, in the order ``forward`` reads them."""
+        return torch.cat([torch.zeros(n, 0, dtype=dtype, device=device)]
+                         + [layer.near_identity_params(n, scale, generator, dtype, device)
+                            for layer in self.layers if layer.param_dim], -1)
 
     def _plan(self, context: Tensor | None, params: Tensor | None) -> list[dict]:
         """The keyword arguments each layer receives."""

@@ -155,6 +155,23 @@ class Planar(Bijection):
             self.w = nn.Parameter(torch.empty(length, dim).uniform_(-bound, bound))
             self.b = nn.Parameter(torch.zeros(length))
 
+    def near_identity_params(self, n: int, scale: float = 0.01,
+                             generator: torch.Generator | None = None,
+                             dtype: torch.dtype | None = None,
+                             device: torch.device | str | None = None) -> Tensor:
+        """``params`` ``[n, K (2D + 1)]`` of K layers close to the identity: û of size
+        ``scale``. Small raw u and w would not do: the invertibility map gives
+        wᵀû = m(wᵀu) → m(0) = −0.31, so û = −0.31 w/‖w‖² grows as w shrinks. Instead
+        w ~ N(0, I/D), b = 0 and u = c w/‖w‖² + ε with c = log(e − 1), the root of m:
+        then û = ε + O(ε) along w."""
+        shape = (n, self.length, self.dim)
+        w = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        w = w / math.sqrt(self.dim)
+        eps = scale * torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        u = math.log(math.e - 1) * w / (w * w).sum(-1, keepdim=True) + eps
+        b = w.new_zeros(n, self.length, 1)
+        return torch.cat([u, w, b], -1).flatten(-2)
+
     def _parameters_for(self, params: Tensor | None):
         """Return ``(u_hat, w, b, sigma)``, shapes ``[..., K, D]`` and ``[..., K]``, with
         ``sigma = softplus(wᵀu) = 1 + wᵀû``."""

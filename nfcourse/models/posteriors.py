@@ -185,6 +185,20 @@ class FlowPosterior(Posterior):
         z, log_det = self.flow(z0, **kwargs)
         return z, log_q0 - log_det
 
+    def from_gaussian(self, base: Tensor, scale: float = 0.01,
+                      generator: torch.Generator | None = None) -> Tensor:
+        """This family's λ ``[B, P]`` from a diagonal Gaussian's ``[B, 2 d]`` (μ, log σ²),
+        so that a search over the flow starts where the Gaussian's ended (a flow contains
+        the Gaussian): the amortized layers' parameters those of a near-identity flow, at
+        ``scale`` from it (not exactly the identity: for the planar flow that is a saddle,
+        where no gradient reaches w), the IAF context zero."""
+        if self.flow is None:
+            return base
+        small = self.flow.near_identity_params(base.shape[0], scale, generator, base.dtype,
+                                               base.device)
+        context = base.new_zeros(base.shape[0], self.flow.context_dim)
+        return torch.cat([base, small, context], -1)
+
     def mean(self, params: Tensor) -> Tensor:
         base, kwargs = self._split(params)
         mu = self.base.mean(base)

@@ -164,6 +164,30 @@ class VAE(nn.Module):
         return terms.log_px, terms.log_pz, terms.log_q
 
     @torch.no_grad()
+    def start_flow_near_identity(self, scale: float = 0.01,
+                                 generator: torch.Generator | None = None) -> None:
+        """Start an amortized flow posterior near the identity for every x, so that the
+        NF-VAE starts as the Gaussian VAE: the encoder's last layer gets zero weights and,
+        as biases, one near-identity draw (:meth:`FlowPosterior.from_gaussian`) in the rows
+        of the flow's parameters. A default-initialised layer instead starts each x on a
+        random flow, for planar layers far from the identity (û = −0.31 w/‖w‖² for small
+        u and w). The rows of μ and log σ² keep their initialisation."""
+        flow = getattr(self.posterior, "flow", None)
+        if flow is None or not flow.param_dim:
+            raise ValueError("start_flow_near_identity needs an amortized flow posterior "
+                             "(planar, radial, Sylvester); this VAE's posterior is "
+                             f"{type(self.posterior).__name__} with no flow parameters")
+        last = self.encoder[-1] if isinstance(self.encoder, nn.Sequential) else None
+        if not isinstance(last, nn.Linear):
+            raise ValueError("start_flow_near_identity sets the encoder's last nn.Linear; "
+                             f"this encoder ends in {type(last).__name__}")
+        rows = slice(2 * self.z_dim, 2 * self.z_dim + flow.param_dim)
+        last.weight[rows] = 0.0
+        # drawn on the CPU (``generator`` is a CPU one), the same on every device
+        last.bias[rows] = flow.near_identity_params(1, scale, generator,
+                                                    last.bias.dtype)[0].to(last.bias.device)
+
+    @torch.no_grad()
     def sample(self, n: int, mean: bool = True,
                generator: torch.Generator | None = None) -> Tensor:
         """n images from the model: z ~ p(z), then the decoder's mean (or a sample)."""
