@@ -1,7 +1,8 @@
 """Collect the Table 2 runs into ``docs/results/table2.csv`` and write ``docs/table2.md``.
 
 Each argument is a run directory of ``scripts/train_vae.py`` (its ``result.json``); a run's
-row replaces the row of the same posterior, K and seed. Then the Markdown table is written
+row replaces the row of the same posterior, K, seed and flow start (``flow_init``: the
+encoder's default initialisation, ``random``, or ``identity``, ``--flow-init identity``). Then the Markdown table is written
 from the whole CSV, beside R&M's numbers and the best public reproduction's::
 
     python scripts/table2.py ~/nfcourse-runs/table2/planar_K80
@@ -19,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CSV = ROOT / "docs" / "results" / "table2.csv"
 FIELDS = ["posterior", "K", "test_neg_elbo", "test_nll", "nll_stderr", "is_samples", "updates",
-          "train_images", "hours", "device", "seed", "command"]
+          "train_images", "hours", "device", "seed", "command", "flow_init"]
 #: R&M (2015) Table 2, test -ln p(x) in nats; the DLGM diagonal row is their K = 0.
 PAPER = {("planar", 10): 87.5, ("planar", 20): 86.5, ("planar", 40): 85.7, ("planar", 80): 85.1,
          ("nice", 10): 88.6, ("nice", 20): 87.9, ("nice", 40): 87.3, ("nice", 80): 87.2,
@@ -38,17 +39,24 @@ def row_from(run: Path) -> dict:
             "nll_stderr": r["nll_stderr"], "is_samples": r["nll_samples"], "updates": r["steps"],
             "train_images": r["train_images"], "hours": round(r["train_seconds"] / 3600, 2),
             "device": f"{r['device']} ({r['cpus']}-core {r['cpu']}, {threads} threads)",
-            "seed": r["seed"], "command": r["command"]}
+            "seed": r["seed"], "command": r["command"],
+            "flow_init": r.get("flow_init", "random") if r["flow_length"] else "—"}
+
+
+def key(r: dict) -> tuple:
+    """A cell of the table: rows before flow_init existed were random starts."""
+    start = r.get("flow_init") or ("random" if int(r["K"]) else "—")
+    return r["posterior"], int(r["K"]), int(r["seed"]), start
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| posterior | K | R&M | public reproduction | ours: test NLL | test −ELBO | updates "
-             "| hours | seed |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["posterior"], int(r["K"]), int(r["seed"]))):
-        key = (r["posterior"], int(r["K"]))
-        paper = PAPER.get(key, PAPER.get(("diagonal", 0)) if int(r["K"]) == 0 else None)
-        lines.append(f"| {r['posterior']} | {r['K']} | {paper or '—'} | "
-                     f"{PUBLIC.get(key, '—')} | {float(r['test_nll']):.2f} ± "
+    lines = ["| posterior | K | flow start | R&M | public reproduction | ours: test NLL "
+             "| test −ELBO | updates | hours | seed |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=key):
+        cell = (r["posterior"], int(r["K"]))
+        paper = PAPER.get(cell, PAPER.get(("diagonal", 0)) if int(r["K"]) == 0 else None)
+        lines.append(f"| {r['posterior']} | {r['K']} | {key(r)[3]} | {paper or '—'} | "
+                     f"{PUBLIC.get(cell, '—')} | {float(r['test_nll']):.2f} ± "
                      f"{float(r['nll_stderr']):.2f} | {float(r['test_neg_elbo']):.2f} | "
                      f"{int(r['updates']):,} | {float(r['hours']):.2f} | {r['seed']} |")
     return "\n".join(lines) + "\n"
@@ -56,10 +64,11 @@ def markdown(rows: list[dict]) -> str:
 
 def main(argv: list[str]) -> int:
     rows = list(csv.DictReader(CSV.open())) if CSV.exists() else []
+    for r in rows:
+        r["flow_init"] = key(r)[3]
     for run in map(Path, argv):
         new = row_from(run)
-        rows = [r for r in rows if (r["posterior"], int(r["K"]), int(r["seed"]))
-                != (new["posterior"], int(new["K"]), int(new["seed"]))] + [new]
+        rows = [r for r in rows if key(r) != key(new)] + [new]
     with CSV.open("w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         writer.writeheader()

@@ -93,3 +93,25 @@ def test_inference_gaps_of_a_trained_run(tmp_path, posterior):
                            capture_output=True, text=True, env=ENV, timeout=120)
     rows = [line for line in shown.stdout.splitlines() if line.startswith(f"| {own} |")]
     assert len(rows) == 4 and sum(line.endswith("| — |") for line in rows) == 2, shown.stdout
+
+
+def test_table2_keeps_a_row_per_flow_start(tmp_path):
+    """Two planar K = 10 runs that differ only in the flow's start are two rows, not one
+    replacing the other; rows written before the start was recorded count as random."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("table2", ROOT / "scripts" / "table2.py")
+    table2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table2)
+    result = {"posterior": "planar", "flow_length": 10, "neg_elbo_test": 94.0, "nll_test": 89.0,
+              "nll_stderr": 0.2, "nll_samples": 5000, "steps": 100, "train_images": 60000,
+              "train_seconds": 3600, "device": "cpu", "cpus": 2, "cpu": "x86_64",
+              "torch_threads": 2, "seed": 0, "command": "train_vae.py ..."}
+    rows = []
+    for name, extra in [("random", {}), ("identity", {"flow_init": "identity"})]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps({**result, **extra}))
+        rows.append(table2.row_from(tmp_path / name))
+    old = {k: v for k, v in rows[0].items() if k != "flow_init"}   # a row from before
+    assert table2.key(old) == table2.key(rows[0]) != table2.key(rows[1])
+    text = table2.markdown(rows)
+    assert "| planar | 10 | random |" in text and "| planar | 10 | identity |" in text
