@@ -2,8 +2,9 @@
 
 Each argument is a run directory of ``scripts/train_vae.py`` (its ``result.json``); a run's
 row replaces the row of the same posterior, K, seed and flow start (``flow_init``: the
-encoder's default initialisation, ``random``, or ``identity``, ``--flow-init identity``). Then the Markdown table is written
-from the whole CSV, beside R&M's numbers and the best public reproduction's::
+encoder's default initialisation, ``random``, or ``identity``, ``--flow-init identity``).
+Then the Markdown table is written from the whole CSV, beside R&M's numbers and the best
+public reproduction's::
 
     python scripts/table2.py ~/nfcourse-runs/table2/planar_K80
 

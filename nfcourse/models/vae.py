@@ -168,7 +168,7 @@ class VAE(nn.Module):
                                  generator: torch.Generator | None = None) -> None:
         """Start an amortized flow posterior near the identity for every x, so that the
         NF-VAE starts as the Gaussian VAE: the encoder's last layer gets zero weights and,
-        as biases, one near-identity draw (:meth:`FlowPosterior.from_gaussian`) in the rows
+        as biases, one near-identity draw (``flow.near_identity_params``) in the rows
         of the flow's parameters. A default-initialised layer instead starts each x on a
         random flow, for planar layers far from the identity (û = −0.31 w/‖w‖² for small
         u and w). The rows of μ and log σ² keep their initialisation."""
