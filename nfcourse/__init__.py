@@ -14,8 +14,8 @@ on one that points up, or on a module missing from this list):
 3. ``vi``, ``models``, ``bayes``: inference before flows; the VAE with pluggable posterior,
    prior and likelihood; the Section 1 answers
 4. ``objectives``, ``density``, ``free_energy``, ``train``, ``checks``, ``plotting``,
-   and ``curriculum``: bounds and estimators, one training loop for every model, student
-   feedback, the shared pictures, the notebook builder
+   ``results`` and ``curriculum``: bounds and estimators, one training loop for every model,
+   student feedback, the shared pictures, the papers' tables beside ours, the notebook builder
 5. ``__main__``: the command line; above it, notebooks, scripts and benchmarks
 """
 

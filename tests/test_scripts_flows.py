@@ -98,10 +98,7 @@ def test_inference_gaps_of_a_trained_run(tmp_path, posterior):
 def test_table2_keeps_a_row_per_flow_start(tmp_path):
     """Two planar K = 10 runs that differ only in the flow's start are two rows, not one
     replacing the other; rows written before the start was recorded count as random."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("table2", ROOT / "scripts" / "table2.py")
-    table2 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(table2)
+    from nfcourse import results as table2
     result = {"posterior": "planar", "flow_length": 10, "neg_elbo_test": 94.0, "nll_test": 89.0,
               "nll_stderr": 0.2, "nll_samples": 5000, "steps": 100, "train_images": 60000,
               "train_seconds": 3600, "device": "cpu", "cpus": 2, "cpu": "x86_64",
@@ -115,3 +112,54 @@ def test_table2_keeps_a_row_per_flow_start(tmp_path):
     assert table2.key(old) == table2.key(rows[0]) != table2.key(rows[1])
     text = table2.markdown(rows)
     assert "| planar | 10 | random |" in text and "| planar | 10 | identity |" in text
+
+
+def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):
+    """The committed CSV has a row per run, each a bound above its NLL; the picture has R&M's
+    two rows, the public reproduction's and one marker series per (posterior, flow start)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nfcourse import results
+
+    rows = results.read_table2()
+    assert rows and set(results.FIELDS) <= set(rows[0])
+    assert all(float(r["test_nll"]) < float(r["test_neg_elbo"]) for r in rows)
+    assert results.read_table2(tmp_path / "absent.csv") == []
+    fig, ax = plt.subplots()
+    results.plot_table2(ax, rows)
+    groups = {(r["posterior"], results.key(r)[3]) for r in rows}
+    assert len(ax.get_lines()) >= 4 and len(ax.containers) == len(groups)
+    planar_rm = ax.get_lines()[0]
+    assert list(planar_rm.get_ydata()) == [89.9, 87.5, 86.5, 85.7, 85.1]
+    plt.close(fig)
+
+
+def test_table2_script_replaces_a_runs_row_and_rewrites_the_doc(tmp_path, monkeypatch):
+    """scripts/table2.py RUN: the run's row replaces the row of its cell, seed and start, the
+    others stay, and the Markdown between the doc's markers is the whole table."""
+    import importlib.util
+    from nfcourse import results
+    spec = importlib.util.spec_from_file_location("table2", ROOT / "scripts" / "table2.py")
+    table2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table2)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "table2.md").write_text(
+        "intro\n<!-- table2:start -->\nold\n<!-- table2:end -->\nafter\n")
+    monkeypatch.setattr(table2, "ROOT", tmp_path)
+    monkeypatch.setattr(table2, "TABLE2_CSV", tmp_path / "table2.csv")
+    run = tmp_path / "run"
+    run.mkdir()
+    result = {"posterior": "planar", "flow_length": 80, "flow_init": "identity",
+              "neg_elbo_test": 91.0, "nll_test": 88.0, "nll_stderr": 0.2, "nll_samples": 5000,
+              "steps": 403800, "train_images": 60000, "train_seconds": 7200, "device": "cpu",
+              "cpus": 2, "cpu": "x86_64", "torch_threads": 2, "seed": 0, "command": "c"}
+    for nll in (88.0, 87.5):     # a rerun of the same cell replaces its row
+        (run / "result.json").write_text(json.dumps({**result, "nll_test": nll}))
+        assert table2.main([str(run)]) == 0
+    rows = results.read_table2(tmp_path / "table2.csv")
+    assert [(r["K"], r["test_nll"], r["hours"]) for r in rows] == [("80", "87.5", "2.0")]
+    doc = (tmp_path / "docs" / "table2.md").read_text()
+    assert doc.startswith("intro\n") and doc.endswith("<!-- table2:end -->\nafter\n")
+    assert "| planar | 80 | identity | 85.1 | 87.09 | 87.50 ± 0.20 | 91.00 | 403,800 | 2.00 | 0 |" in doc
+    assert "old" not in doc
