@@ -18,8 +18,8 @@ def u_hat(u, w, norm=lambda w2: w2, m=lambda x: -1 + F.softplus(x)):
 
 
 def planar(z, u_hat, w, b, h=torch.tanh, psi=lambda t: 1 - t**2, log=True, sign=1.0,
-           reduce=lambda v: v):
-    t = h((w * z).sum(-1) + b)
+           reduce=lambda v: v, dot=lambda w, z: (w * z).sum(-1)):
+    t = h(dot(w, z) + b)
     det = 1 + psi(t) * (w * u_hat).sum(-1)
     return z + t[:, None] * u_hat, reduce(sign * (torch.log(det.abs()) if log else det))
 
@@ -39,6 +39,7 @@ WRONG = [
     ("planar_u_hat", lambda u, w: u_hat(u, w, norm=torch.sqrt), "divide by ‖w‖², not ‖w‖"),
     ("planar_u_hat", lambda u, w: u_hat(u, w, m=F.softplus), "without the −1"),
     ("planar_u_hat", lambda u, w: u, "û must be corrected"),
+    ("planar_u_hat", lambda u, w: u_hat(u, w, norm=lambda w2: w2.sum()), "not over the whole"),
     ("planar_layer", lambda z, u, w, b: planar(z, u, w, b, sign=-1.0), "wrong sign"),
     ("planar_layer", lambda z, u, w, b: planar(z, u, w, b, log=False), "take the log"),
     ("planar_layer", lambda z, u, w, b: planar(z, u, w, b, psi=lambda t: t), "not tanh"),
@@ -46,11 +47,14 @@ WRONG = [
      "not their sum over the batch"),
     ("planar_layer", lambda z, u, w, b: planar(z, u, w, b, h=lambda a: a), "tanh.* is missing"),
     ("planar_layer", lambda z, u, w, b: z, "return a pair"),
+    ("planar_layer", lambda z, u, w, b: planar(z, u, w, b, dot=lambda w, z: (w * z).sum()),
+     "one number per point"),
     ("flow_free_energy", lambda lq0, ld, lj: (lq0 + ld - lj).mean(0), "wrong sign"),
     ("flow_free_energy", lambda lq0, ld, lj: (lq0 - lj).mean(0), "log q at z_0"),
     ("flow_free_energy", lambda lq0, ld, lj: (lj + ld - lq0).mean(0), "this is the ELBO"),
     ("flow_free_energy", lambda lq0, ld, lj: (lq0 - ld - lj).mean(), "one free energy per"),
     ("flow_free_energy", lambda lq0, ld, lj: (lq0 - ld - lj).sum(0), "do not sum them"),
+    ("flow_free_energy", lambda lq0, ld, lj: (lq0 - ld - lj).mean(1), "dim 1 is the images"),
 ]
 
 

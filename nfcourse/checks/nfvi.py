@@ -67,6 +67,9 @@ def planar_u_hat(fn: Callable) -> bool:
                                              "> 0 instead of > −1"),
         (u, "û must be corrected: u itself can give wᵀu ≤ −1 and a non-invertible layer"),
         (u + (m - wu) * w, "divide by ‖w‖² (the projection on w)"),
+        (u + (m - wu) * w / w2.sum(), "‖w‖² is one number per layer (row): sum w * w over "
+                                      "the last dimension only (keepdim=True), not over the "
+                                      "whole batch"),
     ]
     got = ex.call(fn, u, w)
     got = ex.verdict(got, expected, "û for 6 layers", mistakes,
@@ -105,6 +108,9 @@ def planar_layer(fn: Callable) -> bool:
         (z + a[:, None] * u_hat, "h(wᵀz + b) = tanh(wᵀz + b) is missing: f(z) = z + û h(·)"),
         (z + (1 - t**2)[:, None] * u_hat, "f uses h = tanh; its derivative h' enters the "
                                           "log-det only"),
+        (z + torch.tanh((w * z).sum() + b)[:, None] * u_hat,
+         "wᵀz + b is one number per point: sum w * z over the last dimension only, not over "
+         "the whole batch"),
     ]
     ld_mistakes: list[Mistake] = [
         (-expected_ld, "the log-det has the wrong sign: log|det ∂f/∂z| = +log|1 + ψᵀû|"),
@@ -158,6 +164,8 @@ def flow_free_energy(fn: Callable) -> bool:
                                                 "the k draws only, dim 0): shape [B]"),
         ((log_q0 - log_det - log_joint).sum(0), "average over the draws (a Monte Carlo "
                                                 "estimate), do not sum them"),
+        ((log_q0 - log_det - log_joint).mean(1), "average over dim 0, the k draws: dim 1 is "
+                                                 "the images"),
     ]
     got = ex.call(fn, log_q0, log_det, log_joint)
     ex.verdict(got, expected, "F(x) for 5 data points", mistakes,
