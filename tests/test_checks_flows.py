@@ -45,6 +45,13 @@ def right_log_det(x, b, s, t, inverse):
     return (-1 if inverse else 1) * ((1 - b) * s).sum(-1)
 
 
+
+def net_sees_all(x, mask, net, inverse=False):
+    """The right law, except that net is given all of x instead of mask * x."""
+    s, t = net(x)
+    return right_output(x, mask, s, t, inverse), right_log_det(x, mask, s, t, inverse)
+
+
 WRONG = [
     ("affine_coupling", coupling(right_output, lambda x, b, s, t, inv: ((1 - b) * s).sum(-1)),
      "log-det has the wrong sign"),
@@ -64,6 +71,11 @@ WRONG = [
                                  b * x + (1 - b) * (x * torch.exp(-s) - t) if inv
                                  else right_output(x, b, s, t, inv), right_log_det),
      r"\(y − t\)·e\^\(−s\)"),
+    ("affine_coupling", coupling(lambda x, b, s, t, inv:
+                                 b * x + (1 - b) * (x - t) * torch.exp(s) if inv
+                                 else right_output(x, b, s, t, inv), right_log_det),
+     r"divides by the scale"),
+    ("affine_coupling", net_sees_all, "net must see the kept coordinates"),
     ("affine_coupling", lambda x, mask, net, inverse=False: x, "pair"),
     ("free_energy", lambda lq, u, b: (-lq + b * u).mean(), "entropy term has the wrong sign"),
     ("free_energy", lambda lq, u, b: (lq + u).mean(), "β multiplies the energy"),

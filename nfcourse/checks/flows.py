@@ -67,6 +67,7 @@ def _coupling_reference(x, mask, net, inverse):
 
 def _coupling_mistakes(x, mask, net, inverse) -> list[Mistake]:
     s, t = net(mask * x)
+    s_all, t_all = net(x)
     keep, change = mask, 1 - mask
     if inverse:
         no_mask = (x - t) * torch.exp(-s)
@@ -74,12 +75,19 @@ def _coupling_mistakes(x, mask, net, inverse) -> list[Mistake]:
         wrong_order = keep * x + change * (x * torch.exp(-s) - t)
         order_hint = ("the inverse must undo the forward step by step: forward is x·e^s + t, "
                       "so the inverse is (y − t)·e^(−s)")
+        net_sees_all = keep * x + change * (x - t_all) * torch.exp(-s_all)
+        extra = [(keep * x + change * (x - t) * torch.exp(s),
+                  "the inverse divides by the scale: (y − t)·e^(−s), not (y − t)·e^s")]
     else:
         no_mask = x * torch.exp(s) + t
         swapped = change * x + keep * (x * torch.exp(s) + t)
         wrong_order = keep * x + change * (x + t) * torch.exp(s)
         order_hint = "scale first, then shift: x·e^s + t, not (x + t)·e^s"
-    return [
+        net_sees_all = keep * x + change * (x * torch.exp(s_all) + t_all)
+        extra = []
+    return extra + [
+        (net_sees_all, "net must see the kept coordinates only: s, t = net(mask * x). The "
+                       "inverse can recompute s and t only from what passed unchanged"),
         (no_mask, "the mask is forgotten: every coordinate was scaled and shifted; the kept "
                   "ones (mask = 1) must pass unchanged: y = b ⊙ x + (1 − b) ⊙ (...)"),
         (swapped, "the wrong half is transformed: mask = 1 marks the kept coordinates, which "
