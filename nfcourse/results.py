@@ -64,7 +64,9 @@ def read_table2(path: str | Path = TABLE2_CSV) -> list[dict]:
 
 def paper(r: dict) -> float | None:
     """R&M's number for a row's cell (every K = 0 row is their diagonal Gaussian)."""
-    return PAPER[("diagonal", 0)] if int(r["K"]) == 0 else PAPER.get((r["posterior"], int(r["K"])))
+    if int(r["K"]) == 0:
+        return PAPER[("diagonal", 0)]
+    return PAPER.get((r["posterior"], int(r["K"])))
 
 
 def markdown(rows: list[dict]) -> str:
@@ -81,14 +83,14 @@ def markdown(rows: list[dict]) -> str:
 
 
 def plot_table2(ax, rows: list[dict]) -> None:
-    """Test NLL against K: R&M's two rows (solid), the
-    public reproduction's (dotted) and ours (markers with their standard errors)."""
+    """Test NLL against K: R&M's two rows (solid), the public reproduction's (dotted) and
+    ours (markers with their standard errors), one series per posterior and flow start."""
     ks = [0, 10, 20, 40, 80]
     colour = {"planar": "C0", "nice": "C1", "diagonal": "k"}
     for name, label in (("planar", "NF (planar)"), ("nice", "NICE")):
-        # R&M give K = 0 (their diagonal Gaussian) in the NF row only
-        rm = [(0, PAPER[("diagonal", 0)])] * (name == "planar") + [(k, PAPER[(name, k)])
-                                                                    for k in ks[1:]]
+        rm = [(k, PAPER[(name, k)]) for k in ks[1:]]
+        if name == "planar":    # R&M give K = 0, their diagonal Gaussian, in the NF row only
+            rm.insert(0, (0, PAPER[("diagonal", 0)]))
         public = [(k, PUBLIC[(name, k)]) for k in ks if (name, k) in PUBLIC]
         ax.plot(*zip(*rm), "-", color=colour[name], alpha=0.6, label=f"{label}, R&M")
         ax.plot(*zip(*public), ":", color=colour[name], alpha=0.6, label=f"{label}, public")

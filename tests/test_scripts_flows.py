@@ -161,5 +161,6 @@ def test_table2_script_replaces_a_runs_row_and_rewrites_the_doc(tmp_path, monkey
     assert [(r["K"], r["test_nll"], r["hours"]) for r in rows] == [("80", "87.5", "2.0")]
     doc = (tmp_path / "docs" / "table2.md").read_text()
     assert doc.startswith("intro\n") and doc.endswith("<!-- table2:end -->\nafter\n")
-    assert "| planar | 80 | identity | 85.1 | 87.09 | 87.50 ± 0.20 | 91.00 | 403,800 | 2.00 | 0 |" in doc
+    assert ("| planar | 80 | identity | 85.1 | 87.09 | 87.50 ± 0.20 | 91.00 | 403,800 | 2.00 "
+            "| 0 |") in doc
     assert "old" not in doc
