@@ -45,7 +45,6 @@ def right_log_det(x, b, s, t, inverse):
     return (-1 if inverse else 1) * ((1 - b) * s).sum(-1)
 
 
-
 def net_sees_all(x, mask, net, inverse=False):
     """The right law, except that net is given all of x instead of mask * x."""
     s, t = net(x)

@@ -95,19 +95,24 @@ def test_inference_gaps_of_a_trained_run(tmp_path, posterior):
     assert len(rows) == 4 and sum(line.endswith("| — |") for line in rows) == 2, shown.stdout
 
 
-def test_table2_keeps_a_row_per_flow_start(tmp_path):
-    """Two planar K = 10 runs that differ only in the flow's start are two rows, not one
-    replacing the other; rows written before the start was recorded count as random."""
-    from nfcourse import results as table2
+def write_result(run, **changes):
+    """A run directory holding the result.json of a planar K = 10 run, with ``changes``."""
     result = {"posterior": "planar", "flow_length": 10, "neg_elbo_test": 94.0, "nll_test": 89.0,
               "nll_stderr": 0.2, "nll_samples": 5000, "steps": 100, "train_images": 60000,
               "train_seconds": 3600, "device": "cpu", "cpus": 2, "cpu": "x86_64",
               "torch_threads": 2, "seed": 0, "command": "train_vae.py ..."}
+    run.mkdir(exist_ok=True)
+    (run / "result.json").write_text(json.dumps({**result, **changes}))
+    return run
+
+
+def test_table2_keeps_a_row_per_flow_start(tmp_path):
+    """Two planar K = 10 runs that differ only in the flow's start are two rows, not one
+    replacing the other; rows written before the start was recorded count as random."""
+    from nfcourse import results as table2
     rows = []
     for name, extra in [("random", {}), ("identity", {"flow_init": "identity"})]:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "result.json").write_text(json.dumps({**result, **extra}))
-        rows.append(table2.row_from(tmp_path / name))
+        rows.append(table2.row_from(write_result(tmp_path / name, **extra)))
     old = {k: v for k, v in rows[0].items() if k != "flow_init"}   # a row from before
     assert table2.key(old) == table2.key(rows[0]) != table2.key(rows[1])
     text = table2.markdown(rows)
@@ -148,17 +153,14 @@ def test_table2_script_replaces_a_runs_row_and_rewrites_the_doc(tmp_path, monkey
         "intro\n<!-- table2:start -->\nold\n<!-- table2:end -->\nafter\n")
     monkeypatch.setattr(table2, "ROOT", tmp_path)
     monkeypatch.setattr(table2, "TABLE2_CSV", tmp_path / "table2.csv")
-    run = tmp_path / "run"
-    run.mkdir()
-    result = {"posterior": "planar", "flow_length": 80, "flow_init": "identity",
-              "neg_elbo_test": 91.0, "nll_test": 88.0, "nll_stderr": 0.2, "nll_samples": 5000,
-              "steps": 403800, "train_images": 60000, "train_seconds": 7200, "device": "cpu",
-              "cpus": 2, "cpu": "x86_64", "torch_threads": 2, "seed": 0, "command": "c"}
+    assert table2.main([str(write_result(tmp_path / "k10", flow_init="identity"))]) == 0
     for nll in (88.0, 87.5):     # a rerun of the same cell replaces its row
-        (run / "result.json").write_text(json.dumps({**result, "nll_test": nll}))
+        run = write_result(tmp_path / "k80", flow_length=80, flow_init="identity",
+                           neg_elbo_test=91.0, nll_test=nll, steps=403800, train_seconds=7200)
         assert table2.main([str(run)]) == 0
     rows = results.read_table2(tmp_path / "table2.csv")
-    assert [(r["K"], r["test_nll"], r["hours"]) for r in rows] == [("80", "87.5", "2.0")]
+    assert [(r["K"], r["test_nll"], r["hours"]) for r in rows] == [("10", "89.0", "1.0"),
+                                                                   ("80", "87.5", "2.0")]
     doc = (tmp_path / "docs" / "table2.md").read_text()
     assert doc.startswith("intro\n") and doc.endswith("<!-- table2:end -->\nafter\n")
     assert ("| planar | 80 | identity | 85.1 | 87.09 | 87.50 ± 0.20 | 91.00 | 403,800 | 2.00 "
