@@ -57,9 +57,9 @@ def ours(k: int, seed: int = 0):
     return model, lambda x, step, gen: objective.loss(model, x, step, gen).mean()
 
 
-def _bias_first(c: torch.Tensor):
-    u, w, b = c.split([Z, Z, 1], dim=-1)
-    return b, u, w
+def _bias_first(layer: dict):
+    """pyro's hypernetwork returns (b, u, w); our q names each planar layer's raw u, w, b."""
+    return layer["b"][..., None], layer["u"], layer["w"]
 
 
 class PyroNFVAE(nn.Module):
@@ -69,19 +69,18 @@ class PyroNFVAE(nn.Module):
         super().__init__()
         from pyro.distributions.transforms import ConditionalPlanar
         self.encoder, self.decoder = copy.deepcopy(twin.encoder), copy.deepcopy(twin.decoder)
-        # each transform reads its slice of the encoder's output, laid out (u, w, b) as
-        # ours reads it; pyro's hypernetwork returns (b, u, w)
+        self.posterior = twin.posterior     # reads λ's layout for both; holds no parameters
         self.transforms = [ConditionalPlanar(_bias_first) for _ in range(k)]
 
     def elbo(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        lam = self.encoder(x)
-        mu, log_var, flow = lam.split([Z, Z, lam.shape[-1] - 2 * Z], dim=-1)
+        q = self.posterior(self.encoder(x))
+        mu, log_var = q.mu, q.log_var
         sigma = torch.exp(0.5 * log_var)
         eps = torch.randn(mu.shape, generator=gen, device=mu.device)
         z = mu + sigma * eps
         log_q = torch.distributions.Normal(mu, sigma).log_prob(z).sum(-1)
-        for t, c in zip(self.transforms, flow.split(2 * Z + 1, dim=-1)):
-            conditioned = t.condition(c)
+        for t, layer in zip(self.transforms, q.flow.layers if q.flow is not None else []):
+            conditioned = t.condition(layer)
             z_next = conditioned(z)
             log_q = log_q - conditioned.log_abs_det_jacobian(z, z_next)
             z = z_next

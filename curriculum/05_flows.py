@@ -77,8 +77,8 @@ from nfcourse import objectives, pick, seed_everything
 from nfcourse.checks import flows as check
 from nfcourse.data import (DIGITS_LEVELS, gaussian_mixture_log_prob, load_binarized_mnist,
                            load_digits, sample_toy)
-from nfcourse.density import MaximumLikelihood, bits_per_dim, dequantize, discrete_nll
-from nfcourse.free_energy import FreeEnergy
+from nfcourse.objectives.density import MaximumLikelihood, bits_per_dim, dequantize, discrete_nll
+from nfcourse.objectives.free_energy import FreeEnergy
 from nfcourse.models import VAE, FlowPrior, GaussianLikelihood, MixturePrior
 from nfcourse.plotting import (density_on_grid, grid_points, image_grid, plot_density,
                                plot_samples)
@@ -204,7 +204,8 @@ eps = torch.randn(1, 5, D_Z, generator=torch.Generator().manual_seed(3), dtype=t
 
 def flow_log_likelihood(model, x, eps):
     """log p_flow(x, ε) of the two couplings (x, ε) -> (x, z) -> (ε', z)."""
-    mu, log_var = model.posterior.split(model.encoder(x))
+    q = model.posterior(model.encoder(x))
+    mu, log_var = q.mu, q.log_var
     z = mu + torch.exp(0.5 * log_var) * eps[0]                 # coupling 1, log|det| = Σ log σ
     eps_out = x - model.decoder(z)                               # coupling 2, volume preserving
     std = Normal(0.0, 1.0)
@@ -369,7 +370,7 @@ plt.show()
 # $P(x) = \int q((x+u)/k)\,k^{-D}\,du$ is a proper distribution, and by Jensen
 # $\log P(x) \ge \mathbb E_u[\log q(y)] - D\log k$, so the NLL we report,
 # $-\log q(y) + D\log k$, is an upper bound on $-\log P(x)$, in **bits per dimension**
-# $-\log P(x)/(D\ln 2) \le -\log q(y)/(D\ln 2) + \log_2 k$ (`nfcourse.density`).
+# $-\log P(x)/(D\ln 2) \le -\log q(y)/(D\ln 2) + \log_2 k$ (`nfcourse.objectives.density`).
 #
 # The same MAF, fitted to the levels scaled to $[0, 1)$ *without* noise, and *with* it:
 
@@ -542,7 +543,7 @@ class StudentFreeEnergy(FreeEnergy):
 
 
 Objective = StudentFreeEnergy if free_energy_ok else FreeEnergy
-print("free energy in use:", "yours" if free_energy_ok else "the reference (nfcourse.free_energy)")
+print("free energy in use:", "yours" if free_energy_ok else "the reference (nfcourse.objectives.free_energy)")
 FLOW_CONFIGS = pick(full=[("Gaussian", 0), ("planar", 2), ("planar", 8), ("planar", 32),
                           ("coupling", 2), ("coupling", 8), ("coupling", 32)],
                     fast=[("Gaussian", 0), ("planar", 2), ("planar", 8), ("coupling", 2)])

@@ -7,13 +7,13 @@ notebooks re-implements what lives in this package.
 Layers (imports only point down; ``tests/test_layering.py`` reads every import and fails
 on one that points up, or on a module missing from this list):
 
-0. ``config``, ``utils``, ``densities``: fast mode, devices, progress; the log-densities
+0. ``config``, ``utils``, ``closed_forms``: fast mode, devices, progress; the log-densities
    every layer shares
 1. ``data``, ``targets``: what we fit (data sets; the energies U1-U4)
 2. ``flows``: bijections with log-determinants, flow distributions
 3. ``vi``, ``models``, ``bayes``: inference before flows; the VAE with pluggable posterior,
    prior and likelihood; the Section 1 answers
-4. ``objectives``, ``density``, ``free_energy``, ``train``, ``checks``, ``plotting``,
+4. ``objectives``, ``train``, ``checks``, ``plotting``,
    ``results`` and ``curriculum``: bounds and estimators, one training loop for every model,
    student feedback, the shared pictures, the papers' tables beside ours, the notebook builder
 5. ``__main__``: the command line; above it, notebooks, scripts and benchmarks

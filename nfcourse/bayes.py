@@ -62,7 +62,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from nfcourse.densities import kl_std_normal, std_normal_log_prob
+from nfcourse.closed_forms import kl_std_normal, std_normal_log_prob
 
 
 # 1.1 Change of variables -----------------------------------------------------------
@@ -240,7 +240,7 @@ def kl_categorical(p: Tensor, q: Tensor) -> Tensor:
 
 #: 1.5: KL(N(mu, diag exp(log_var)) || N(0, I)), summed over the last axis, parametrised by
 #: log sigma^2 as an encoder outputs it. It is the VAE's KL term, so it lives with the other
-#: shared log-densities in :mod:`nfcourse.densities`.
+#: shared log-densities in :mod:`nfcourse.closed_forms`.
 kl_diag_std_normal = kl_std_normal
 
 

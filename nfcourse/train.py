@@ -6,9 +6,9 @@ What is trained is said by an objective (:class:`nfcourse.objectives.Objective`)
 same loop fits
 
 - a VAE on a bound: the ELBO or the IWAE bound (:class:`nfcourse.objectives.Bound`);
-- a density flow on data by maximum likelihood (:class:`nfcourse.density.MaximumLikelihood`);
+- a density flow on data by maximum likelihood (:class:`nfcourse.objectives.density.MaximumLikelihood`);
 - a flow on an unnormalised energy U(z) by the free energy
-  (:class:`nfcourse.free_energy.FreeEnergy`). There is no data set: the loop counts steps
+  (:class:`nfcourse.objectives.free_energy.FreeEnergy`). There is no data set: the loop counts steps
   (``max_steps``), and what it does at the end of an epoch it does every ``epoch_steps``.
 
 Each step t takes a minibatch :math:`\mathcal B` (or, without data, none) and an Adam step on

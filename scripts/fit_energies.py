@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from nfcourse import flows as nf
-from nfcourse.free_energy import FreeEnergy
+from nfcourse.objectives.free_energy import FreeEnergy
 from nfcourse.targets import ENERGIES, boxed, kl_to_target
 from nfcourse.train import TrainingError, fit
 

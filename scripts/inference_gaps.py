@@ -75,7 +75,6 @@ def gaps(model: VAE, own: str, flow_kind: str, flow_length: int, x: torch.Tensor
     gen = torch.Generator(device=device).manual_seed(seed)
     x = model.prepare(x.to(device))
     batches = x.split(args.batch_size)
-    z2 = 2 * model.z_dim
 
     def refine(view, init, name):
         return torch.cat([objectives.refine_posterior(view, xb, steps=args.refine_steps,
@@ -101,7 +100,8 @@ def gaps(model: VAE, own: str, flow_kind: str, flow_length: int, x: torch.Tensor
         lam_g = refine(gaussian_view, encoded, gaussian_name)
     else:
         gaussian_view, flow_view = with_posterior(model, "diagonal", 0), model
-        lam_g = refine(gaussian_view, encoded[:, :z2], gaussian_name)  # the flow's base
+        base = model.posterior(encoded).base_params      # the flow's base q0
+        lam_g = refine(gaussian_view, base, gaussian_name)
     # The flow's q*: from the Gaussian's q* with a near-identity flow appended (the flow
     # contains the Gaussian, so its q* should be no worse), and, for a flow encoder, also
     # from its output; per image the better start, chosen on draws not used again below.

@@ -28,7 +28,7 @@ import torch
 
 from nfcourse import flows as nf
 from nfcourse.data import DIGITS_LEVELS, load_digits, load_mnist
-from nfcourse.density import MaximumLikelihood, bits_per_dim
+from nfcourse.objectives.density import MaximumLikelihood, bits_per_dim
 from nfcourse.train import evaluate, fit
 from nfcourse.utils import get_device, run_info, seed_everything, write_result
 

@@ -333,7 +333,8 @@ def exact_log_lik_and_elbo(model, x):
     precision = torch.eye(d_z, dtype=F64) + W.T @ W / s**2
     cov = torch.linalg.inv(precision)
     post = MultivariateNormal((x - b) @ W @ cov / s**2, covariance_matrix=cov)
-    mu, log_var = model.posterior.split(model.encode(x))
+    q_x = model.q(x)
+    mu, log_var = q_x.mu, q_x.log_var
     q = MultivariateNormal(mu, scale_tril=torch.diag_embed(torch.exp(0.5 * log_var)))
     log_px = marginal.log_prob(x)
     return log_px.mean().item(), (log_px - torch.distributions.kl_divergence(q, post)).mean().item()
@@ -493,7 +494,8 @@ iwae_bound_fn = yours_or_reference(iwae_bound, objectives.iwae_bound)
 xb = x_test[:8].to(device)
 with torch.no_grad():
     params = vae.encode(xb)
-    mu, log_var = vae.posterior.split(params)
+    q = vae.posterior(params)
+    mu, log_var = q.mu, q.log_var
     eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(0)).to(device)
     z = reparameterize_fn(mu, log_var, eps)
     by_hand = elbo_fn(xb, vae.decode(z), mu, log_var)
@@ -662,7 +664,8 @@ images, labels = load_mnist("test")
 x_lab = binarize(images.reshape(-1, 784)[:N_LABELLED], generator=torch.Generator().manual_seed(7))
 y_lab = labels[:N_LABELLED]
 with torch.no_grad():
-    mu_lab, log_var_lab = (t.cpu() for t in vae.posterior.split(vae.encode(x_lab.to(device))))
+    q_lab = vae.q(x_lab.to(device))
+    mu_lab, log_var_lab = q_lab.mu.cpu(), q_lab.log_var.cpu()
 
 spread = mu_lab.var(0)                          # Var_x[mu_j]: an "active unit" if > 0.01
 order = spread.argsort(descending=True)
@@ -721,7 +724,7 @@ assert acc_mu > 0.2, "the means carry class information"
           shift=FloatSlider(value=0.0, min=-3.0, max=3.0, step=0.25, description="shift"))
 def traverse(digit, rank, shift):
     with torch.no_grad():
-        z = vae.posterior.mean(vae.encode(x_show[digit:digit + 1].to(device)))
+        z = vae.q(x_show[digit:digit + 1].to(device)).mean
         dim = order[rank].item()
         row = z.repeat(7, 1)
         row[:, dim] += torch.linspace(-3, 3, 7, device=device)
@@ -774,13 +777,13 @@ assert ae_history.train_loss[-1] < ae_history.train_loss[0]
 def compare(model, name):
     """Numbers for the table: reconstruction, rate, bounds, and where the codes lie."""
     x = x_eval.to(device)                        # the test images the NLL was measured on
-    params = model.encode(x)
-    code = model.posterior.mean(params)
+    q = model.q(x)
+    code = q.mean
     rec = objectives.bernoulli_log_likelihood(x, model.decode(code)).mean().item()
     # Where the decoder was trained: a Gaussian fitted to the codes (for the VAE with q's own
     # variance added, i.e. to the aggregate posterior); how far it is from the prior we sample:
     # KL(N(m, C) ‖ N(0, I)) = ½ (tr C + mᵀm − d − log det C).
-    spread = (model.posterior.split(params)[1].exp().mean(0)
+    spread = (q.log_var.exp().mean(0)
               if isinstance(model.posterior, DiagonalGaussian) else torch.zeros(code.shape[1]))
     m = code.mean(0)
     C = torch.cov(code.T) + torch.diag(spread.to(code)) + 1e-6 * torch.eye(code.shape[1]).to(code)
@@ -788,7 +791,7 @@ def compare(model, name):
     row = {"model": name, "−log p(x | code)": -rec, "code std": code.std(0).mean().item(),
            "KL(codes ‖ prior)": mismatch.item()}
     try:
-        kl = model.posterior.kl(params, model.prior).mean().item()
+        kl = q.kl(model.prior).mean().item()
         row.update({"KL = rate": kl, "−ELBO": -train.evaluate(model, x_eval, seed=3)})
     except NotImplementedError:  # a point mass has no density: its KL to the prior is +inf
         row.update({"KL = rate": math.inf, "−ELBO": math.inf})
@@ -807,7 +810,7 @@ assert rows[1]["KL = rate"] == math.inf  # a point mass has no finite KL to any 
 
 with torch.no_grad():
     gen = torch.Generator(device).manual_seed(12)
-    codes = ae.posterior.mean(ae.encode(x_train[:5000].to(device)))
+    codes = ae.q(x_train[:5000].to(device)).mean
     fitted = MultivariateNormal(codes.mean(0), torch.cov(codes.T)
                                 + 1e-4 * torch.eye(40, device=device))
     ae_prior_samples = ae.sample(32, generator=gen)

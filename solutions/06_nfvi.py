@@ -67,7 +67,7 @@ from nfcourse import flows as nf
 from nfcourse import objectives, pick, seed_everything
 from nfcourse.checks import nfvi as check
 from nfcourse.data import load_binarized_mnist
-from nfcourse.models import VAE, DiagonalGaussian, FlowPosterior, GaussianLikelihood, Prior
+from nfcourse.models import VAE, FlowPosterior, GaussianLikelihood, Prior
 from nfcourse.plotting import density_on_grid, image_grid, plot_density, plot_samples
 from nfcourse.results import markdown as table2_markdown, plot_table2, read_table2
 from nfcourse.train import evaluate, fit, refit_encoder
@@ -406,16 +406,12 @@ def student_free_energy(model, x, k, generator):
     """R&M eq. 15 for a VAE with an amortized planar FlowPosterior, with the student's û,
     layer and free energy; the encoder, base and decoder are nfcourse's."""
     x = model.prepare(x)
-    lam = model.encoder(x)
-    flow = model.posterior.flow
-    base, kwargs = model.posterior._split(lam)
-    z, log_q0 = model.posterior.base.rsample_and_log_prob(base, k, generator)
-    params = kwargs["params"].unflatten(-1, (flow.length, 2 * flow.dim + 1))
+    q = model.posterior(model.encoder(x))            # q(z | x): the base q0, then the flow
+    z, log_q0 = q.base.rsample_and_log_prob(k, generator)
     sum_log_det = torch.zeros_like(log_q0)
-    for layer in range(flow.length):
-        u, w, b = params[:, layer].split([flow.dim, flow.dim, 1], dim=-1)
-        u_hat = planar_u_hat(u, w)
-        draws = [planar_layer(z_s, u_hat, w, b[:, 0]) for z_s in z]   # the k draws
+    for layer in q.flow.layers:                      # each layer's u, w, b per image
+        u_hat = planar_u_hat(layer["u"], layer["w"])
+        draws = [planar_layer(z_s, u_hat, layer["w"], layer["b"]) for z_s in z]   # the k draws
         z = torch.stack([d[0] for d in draws])
         sum_log_det = sum_log_det + torch.stack([d[1] for d in draws])
     log_joint = model.likelihood.log_prob(x, model.decode(z)) + model.prior.log_prob(z)
@@ -482,12 +478,9 @@ model = nf_models["planar K = 10, amortized"]
 fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
 with torch.no_grad():
     for col in range(3):
-        xi = model.prepare(x_test[col:col + 1])
-        lam = model.encoder(xi)
-        base, kwargs = model.posterior._split(lam)
-        z0, _ = model.posterior.base.rsample_and_log_prob(
-            base, 3000, torch.Generator().manual_seed(col))
-        zk, _ = model.posterior.flow(z0, **kwargs)
+        q = model.q(x_test[col:col + 1])
+        z0, _ = q.base.rsample_and_log_prob(3000, torch.Generator().manual_seed(col))
+        zk, _ = q.flow(z0)
         z0, zk = z0[:, 0], zk[:, 0]
         centre = zk.mean(0)
         _, _, v = torch.linalg.svd(zk - centre, full_matrices=False)
@@ -669,13 +662,7 @@ def near_identity(model, lam_gaussian):
 
 def log_q_at(model, lam, z):
     """log q(z | λ) at arbitrary points z [n, 2] (for a flow: through its inverse)."""
-    if isinstance(model.posterior, DiagonalGaussian):
-        return model.posterior.distribution(lam).log_prob(z)
-    base, kwargs = model.posterior._split(lam)
-    mu, log_var = DiagonalGaussian.split(base)
-    q = nf.FlowDistribution(model.posterior.flow)
-    return q.log_prob(z, base=Independent(Normal(mu[0], torch.exp(0.5 * log_var[0])), 1),
-                      params=kwargs["params"][0])
+    return model.posterior(lam).log_prob(z)
 
 
 def true_log_posterior(model, x, z):
@@ -691,8 +678,9 @@ for row, i in enumerate(digits_shown):
     lam_g_star = optimised(vae2, xi, seed=i)
     lam_f = flow2.encoder(xi).detach()
     lam_f_star = optimised(flow2, xi, init=near_identity(flow2, lam_g_star), seed=i)
-    centre = DiagonalGaussian.split(lam_g_star)[0][0].detach()
-    lim = 4 * DiagonalGaussian.split(lam_g_star)[1].exp().sqrt().max().item() + 0.3
+    q_star = vae2.posterior(lam_g_star)
+    centre = q_star.mu[0].detach()
+    lim = 4 * q_star.log_var.exp().sqrt().max().item() + 0.3
     with torch.no_grad():
         shifted = lambda fn: (lambda v: fn(v + centre))  # noqa: E731  (a grid around q*)
         panels = [("true posterior", lambda v: true_log_posterior(vae2, xi, v)),

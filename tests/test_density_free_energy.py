@@ -11,8 +11,8 @@ import torch
 
 from nfcourse import flows as nf
 from nfcourse.data import DIGITS_LEVELS, load_digits, sample_toy
-from nfcourse.density import MaximumLikelihood, bits_per_dim, dequantize, discrete_nll
-from nfcourse.free_energy import FreeEnergy, free_energy
+from nfcourse.objectives.density import MaximumLikelihood, bits_per_dim, dequantize, discrete_nll
+from nfcourse.objectives.free_energy import FreeEnergy, free_energy
 from nfcourse.objectives import anneal_beta
 from nfcourse.train import evaluate, fit, load_checkpoint
 

@@ -9,7 +9,7 @@ import torch
 
 from nfcourse import flows as nf
 from nfcourse import objectives
-from nfcourse.free_energy import FreeEnergy
+from nfcourse.objectives.free_energy import FreeEnergy
 from nfcourse.models import VAE, FlowPosterior, FlowPrior, MixturePrior
 from nfcourse.train import fit
 
@@ -84,7 +84,7 @@ def test_the_device_agrees_with_the_cpu(device):
     gpu = build("planar", "realnvp", device)
     x = data(16, 3)
     params = cpu.encode(x)
-    z, log_q = cpu.posterior.rsample_and_log_prob(params, 4, torch.Generator().manual_seed(0))
+    z, log_q = cpu.posterior(params).rsample_and_log_prob(4, torch.Generator().manual_seed(0))
     log_px = cpu.likelihood.log_prob(cpu.prepare(x), cpu.decode(z))
     g_params = gpu.encode(x.to(device))
     torch.testing.assert_close(g_params.cpu(), params, rtol=1e-5, atol=1e-5)

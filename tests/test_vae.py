@@ -92,7 +92,7 @@ def test_elbo_is_log_marginal_minus_kl_to_the_exact_posterior():
     model, marginal, (post_mean, post_var) = linear_gaussian(exact=False)
     x = data(marginal, n=20)
     params = model.encode(x).detach()
-    q = model.posterior.distribution(params)
+    q = model.posterior(params).normal
     posterior = Independent(Normal(post_mean(x), post_var.sqrt().expand(len(x), -1)), 1)
     expected = marginal.log_prob(x) - kl_divergence(q, posterior)
     g = torch.Generator().manual_seed(1)
@@ -110,13 +110,13 @@ def test_elbo_is_log_marginal_minus_kl_to_the_exact_posterior():
 
 
 def test_analytic_kl_matches_torch_distributions():
-    q = DiagonalGaussian()
     params = torch.randn(6, 8, dtype=F64)
-    mu, log_var = q.split(params)
+    q = DiagonalGaussian()(params)
+    mu, log_var = q.mu, q.log_var
     std_normal = Independent(Normal(torch.zeros(4, dtype=F64), torch.ones(4, dtype=F64)), 1)
-    expected = kl_divergence(q.distribution(params), std_normal)
-    assert torch.allclose(q.kl(params, StandardNormal(4).to(F64)), expected)
-    assert torch.allclose(q.kl(params, std_normal), expected)
+    expected = kl_divergence(q.normal, std_normal)
+    assert torch.allclose(q.kl(StandardNormal(4).to(F64)), expected)
+    assert torch.allclose(q.kl(std_normal), expected)
     assert torch.allclose(objectives.kl_std_normal(mu, log_var), expected)
 
 
@@ -193,10 +193,11 @@ def test_refined_posterior_finds_the_exact_posterior_and_tightens_the_estimate()
     exact = marginal.log_prob(x)
     g = torch.Generator().manual_seed(7)
     lam = objectives.refine_posterior(model, x, steps=400, lr=0.01, k=20, generator=g)
-    mu, log_var = DiagonalGaussian.split(lam)
+    mu, log_var = model.posterior(lam).mu, model.posterior(lam).log_var
     # the exact posterior is in the family, so λ* is it (up to the noise of the last steps),
     # where the encoder's guess was visibly off
-    mu_enc, log_var_enc = DiagonalGaussian.split(model.encode(x).detach())
+    q_enc = model.q(x)
+    mu_enc, log_var_enc = q_enc.mu.detach(), q_enc.log_var.detach()
     error, error_enc = ((m - post_mean(x)).abs() / post_var.sqrt() for m in (mu, mu_enc))
     assert error.max() < 0.2 and error.mean() < error_enc.mean() / 4
     assert (log_var - post_var.log()).abs().max() < 0.15
@@ -241,11 +242,11 @@ def test_refining_with_bad_settings_gets_a_clear_error(bad):
 # The seams ----------------------------------------------------------------------------------
 
 def test_diagonal_gaussian_log_prob_and_gradients():
-    q = DiagonalGaussian()
     params = torch.randn(5, 6, requires_grad=True)
-    z, log_q = q.rsample_and_log_prob(params, k=3)
+    q = DiagonalGaussian()(params)
+    z, log_q = q.rsample_and_log_prob(k=3)
     assert z.shape == (3, 5, 3) and log_q.shape == (3, 5)
-    assert torch.allclose(log_q, q.distribution(params).log_prob(z), atol=1e-5)
+    assert torch.allclose(log_q, q.log_prob(z), atol=1e-5)
     z.sum().backward()
     assert params.grad is not None and params.grad.abs().sum() > 0
 
@@ -280,7 +281,7 @@ def test_point_mass_posterior_is_an_autoencoder():
     model = VAE(10, 3, 16, posterior=PointMass())
     x = binary()
     params = model.encode(x)
-    z, log_q = model.posterior.rsample_and_log_prob(params, k=2)
+    z, log_q = model.posterior(params).rsample_and_log_prob(k=2)
     assert torch.equal(z[0], params) and torch.equal(z[1], params) and (log_q == 0).all()
     rec = objectives.reconstruction(model, x)
     assert torch.allclose(rec, objectives.bernoulli_log_likelihood(x, model.decode(params)))

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from nfcourse.checks.core import Exercise, Mistake, SelfCheckError, matches, self_check
-from nfcourse.densities import LOG_2PI
+from nfcourse.closed_forms import LOG_2PI
 
 DTYPE = torch.float64
 

@@ -77,6 +77,23 @@ class Bijection(nn.Module):
         return scale * torch.randn(n, self.param_dim, generator=generator, dtype=dtype,
                                    device=device)
 
+    def parameters_by_name(self, params: Tensor | None = None,
+                           context: Tensor | None = None) -> list[dict[str, Tensor]]:
+        """The parameters this layer uses for these inputs, by the names of its paper: one
+        dict per layer (a stacked layer such as ``Planar(D, length=K)`` gives K). For an
+        amortized layer they are per point, ``[..., ...]``, read from ``params``; otherwise
+        the layer's own. A layer conditioned on a context also names it ``context``.
+
+        Here the default: the layer's own parameters under their module paths (a network's
+        weights, e.g. NICE's couplings) and the context. Amortized layers override it."""
+        if self.param_dim:
+            raise NotImplementedError(f"{type(self).__name__} is amortized and does not name "
+                                      "its per-point parameters")
+        named = dict(self.named_parameters())
+        if self.context_dim and context is not None:
+            named["context"] = context
+        return [named]
+
     # -- checks ------------------------------------------------------------------------
     def _check_x(self, x: Tensor) -> None:
         if not isinstance(x, Tensor):

@@ -84,6 +84,12 @@ class Flow(Bijection):
             plan.append(kwargs)
         return plan
 
+    def parameters_by_name(self, params: Tensor | None = None,
+                           context: Tensor | None = None) -> list[dict[str, Tensor]]:
+        """Each layer's named parameters, in order (see :meth:`Bijection.parameters_by_name`)."""
+        return [named for layer, kwargs in zip(self.layers, self._plan(context, params))
+                for named in layer.parameters_by_name(**kwargs)]
+
     def forward(self, x: Tensor, context: Tensor | None = None,
                 params: Tensor | None = None) -> tuple[Tensor, Tensor]:
         plan = self._plan(context, params)

@@ -191,6 +191,18 @@ class Planar(Bijection):
         u_hat = torch.addcmul(u_hat, ((sigma_m1 - (w * u_hat).sum(-1)) / w2).unsqueeze(-1), w)
         return u_hat, w, b, sigma
 
+    def parameters_by_name(self, params: Tensor | None = None,
+                           context: Tensor | None = None) -> list[dict[str, Tensor]]:
+        """Per layer k: the raw ``u``, ``w`` (``[..., D]``), ``b`` (``[...]``) and the
+        invertible ``u_hat`` that the layer applies."""
+        if self.param_dim:   # the raw u: the first D of each layer's (u, w, b)
+            u = self._check_params(params).unflatten(-1, (self.length, -1))[..., :self.dim]
+        else:
+            u = self.u
+        u_hat, w, b, _ = self._parameters_for(params)
+        return [{"u": u[..., k, :], "w": w[..., k, :], "b": b[..., k], "u_hat": u_hat[..., k, :]}
+                for k in range(self.length)]
+
     _preactivation = staticmethod(lambda z, w, b: _preactivation(z, w, b))
 
     def forward(self, z: Tensor, params: Tensor | None = None) -> tuple[Tensor, Tensor]:

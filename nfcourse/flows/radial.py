@@ -86,6 +86,13 @@ class Radial(Bijection):
             [self.dim, 1, 1])
         return z0, F.softplus(alpha_raw.squeeze(-1)), F.softplus(beta_raw.squeeze(-1))
 
+    def parameters_by_name(self, params: Tensor | None = None,
+                           context: Tensor | None = None) -> list[dict[str, Tensor]]:
+        """``z0`` (``[..., D]``), ``alpha`` and the invertible ``beta_hat`` = −α + softplus(β)
+        (``[...]``)."""
+        z0, alpha, sigma = self._parameters_for(params)
+        return [{"z0": z0, "alpha": alpha, "beta_hat": sigma - alpha}]
+
     def _log_det(self, r: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         return ((self.dim - 1) * torch.log(r + sigma)
                 + torch.log(r * (r + 2 * alpha) + alpha * sigma)

@@ -98,6 +98,17 @@ class Sylvester(Bijection):
         flat = flat.index_copy(-1, self._strict_index, strict)
         return flat.unflatten(-1, (m, m)) + torch.diag_embed(torch.tanh(diag_raw))
 
+    def parameters_by_name(self, params: Tensor | None = None,
+                           context: Tensor | None = None) -> list[dict[str, Tensor]]:
+        """``R`` and ``R_tilde`` (upper triangular ``[..., M, M]``), ``b`` (``[..., M]``) and,
+        where Q has parameters, their raw values ``q_raw``."""
+        r_strict, r_diag, rt_strict, rt_diag, b, q_raw = self._unpack(params)
+        named = {"R": self._upper(r_strict, r_diag), "R_tilde": self._upper(rt_strict, rt_diag),
+                 "b": b}
+        if q_raw is not None and q_raw.shape[-1]:
+            named["q_raw"] = q_raw
+        return [named]
+
     def _q_maps(self, q_raw: Tensor | None):
         """Return the maps ``z -> Qᵀ z`` and ``v -> Q v``."""
         raise NotImplementedError

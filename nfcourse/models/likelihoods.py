@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from nfcourse.densities import LOG_2PI, bernoulli_log_likelihood
+from nfcourse.closed_forms import LOG_2PI, bernoulli_log_likelihood
 
 __all__ = ["Likelihood", "Bernoulli", "GaussianLikelihood"]
 

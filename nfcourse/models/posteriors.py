@@ -31,118 +31,253 @@ computed on the way forward: no inverse is ever needed. The encoder's output is 
 
 With no flow (K = 0) it is exactly the diagonal Gaussian, closed-form KL included.
 
+**q(z | x) is an object.** A family is a module; called on the encoder's λ it returns
+the distribution for that batch, ``q = model.posterior(λ)`` (or ``model.q(x)``), as zuko's
+conditional distributions do:
+
+- ``q.rsample_and_log_prob(k, generator)``: ``k`` reparameterised draws ``[k, B, d]`` and
+  :math:`\log q(z \mid x)` ``[k, B]``, on the way forward;
+- ``q.log_prob(z)`` at any ``z`` ``[..., B, d]`` (through the flow's inverse), ``q.sample``,
+  ``q.mean`` (the flow's image of the base's mean: :math:`\mathbb E_q[z]` has no closed form);
+- ``q.base``: the Gaussian :math:`q_0`, a q of its own (``q.base.rsample_and_log_prob``),
+  with ``q.mu`` and ``q.log_var``; ``q.normal`` is :math:`q_0` as a
+  :class:`torch.distributions.Distribution`;
+- ``q.flow``: the flow with λ's parameters bound, ``z, log_det = q.flow(z0)``, whose
+  ``q.flow.layers[k]`` name each layer's parameters per point (planar: ``u``, ``w``, ``b``,
+  ``u_hat``; see :meth:`nfcourse.flows.Bijection.parameters_by_name`).
+
+λ's layout is known here and nowhere else: :meth:`Posterior.layout` names its pieces.
+
 **Optional capability: a closed-form KL.** A family declares it with
-``has_analytic_kl(prior)``; the ELBO uses ``kl(params, prior)`` only where that is True,
+``has_analytic_kl(prior)``; the ELBO uses ``q.kl(prior)`` only where that is True,
 and the Monte Carlo KL otherwise. Nothing is found out by catching exceptions.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from nfcourse.densities import diag_normal_log_prob, kl_std_normal, reparameterize
+import torch
+from torch import Tensor, nn
+
+from nfcourse.closed_forms import diag_normal_log_prob, kl_std_normal, reparameterize
 from nfcourse import flows as nf
-from nfcourse.flows import Bijection
+from nfcourse.flows import Bijection, FlowDistribution
 from nfcourse.models.priors import DistributionPrior, Prior, StandardNormal, as_prior
 
-__all__ = ["Posterior", "DiagonalGaussian", "FlowPosterior", "PointMass", "POSTERIORS",
-           "make_posterior"]
+__all__ = ["Posterior", "DiagonalGaussian", "FlowPosterior", "PointMass", "AmortizedQ",
+           "BoundFlow", "PointMassQ", "POSTERIORS", "make_posterior"]
+
+
+class BoundFlow:
+    """A flow with the per-point parameters of one batch bound: ``z, log_det = flow(z0)``
+    and ``flow.inverse(z)``, broadcasting λ's ``[B, ...]`` against draws ``[k, B, d]``.
+    ``layers[k]`` (also ``flow[k]``) names layer k's parameters: a dict such as
+    ``{"u": [B, d], "w": [B, d], "b": [B], "u_hat": [B, d]}`` for a planar layer."""
+
+    def __init__(self, module: Bijection, kwargs: dict[str, Tensor]):
+        self.module, self.kwargs = module, kwargs
+
+    def __call__(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self.module(z, **self.kwargs)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self.module.inverse(z, **self.kwargs)
+
+    @property
+    def layers(self) -> list[dict[str, Tensor]]:
+        return self.module.parameters_by_name(**self.kwargs)
+
+    def __getitem__(self, k: int) -> dict[str, Tensor]:
+        return self.layers[k]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+class AmortizedQ:
+    r""":math:`q(z \mid x)` for a batch of B points: the Gaussian :math:`q_0 = \mathcal N(\mu,
+    \operatorname{diag}\sigma^2)` from λ, pushed through the family's flow (if any) with
+    λ's per-point parameters. Made by a :class:`Posterior`, ``q = posterior(λ)``; see the
+    module docstring for what it offers.
+
+    >>> q = DiagonalGaussian()(torch.zeros(5, 6))     # λ = [μ, log σ²] for 5 points, d = 3
+    >>> z, log_q = q.rsample_and_log_prob(k=4)
+    >>> z.shape, log_q.shape, q.mean.shape
+    (torch.Size([4, 5, 3]), torch.Size([4, 5]), torch.Size([5, 3]))
+    """
+
+    def __init__(self, family: Posterior, params: Tensor, mu: Tensor, log_var: Tensor,
+                 flow: BoundFlow | None = None):
+        self.family, self.params = family, params
+        self.mu, self.log_var = mu, log_var
+        self.flow = flow
+
+    @property
+    def base(self) -> AmortizedQ:
+        """q₀, the Gaussian before the flow, as a q of its own (no flow)."""
+        return self if self.flow is None else AmortizedQ(_GAUSSIAN, self.base_params,
+                                                          self.mu, self.log_var)
+
+    @property
+    def normal(self) -> Distribution:
+        """q₀ as a :mod:`torch.distributions` object: ``Independent(Normal(μ, σ), 1)``,
+        batch ``[B]``, event ``[d]``."""
+        return Independent(Normal(self.mu, torch.exp(0.5 * self.log_var)), 1)
+
+    @property
+    def base_params(self) -> Tensor:
+        """λ of q₀ alone, ``[B, 2d]``, as :class:`DiagonalGaussian` reads it: the Gaussian
+        family's parameters for the same base (e.g. to refine the Gaussian of a flow model)."""
+        return torch.cat([self.mu, self.log_var], -1)
+
+    def rsample_and_log_prob(self, k: int = 1, generator: torch.Generator | None = None
+                             ) -> tuple[Tensor, Tensor]:
+        """``k`` reparameterised draws ``z`` ``[k, B, d]`` and ``log q(z | x)`` ``[k, B]``:
+        z₀ = μ + σ ⊙ ε scored in ε (exact where σ is tiny), then pushed through the flow,
+        log q_K = log q₀ − Σ log|det| (R&M eq. 15)."""
+        eps = torch.randn((k, *self.mu.shape), generator=generator, dtype=self.mu.dtype,
+                          device=self.mu.device)
+        z0, log_q0 = reparameterize(self.mu, self.log_var, eps), diag_normal_log_prob(
+            eps, self.log_var)
+        if self.flow is None:
+            return z0, log_q0
+        z, log_det = self.flow(z0)
+        return z, log_q0 - log_det
+
+    def sample(self, k: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """``k`` draws ``[k, B, d]`` without gradients."""
+        with torch.no_grad():
+            return self.rsample_and_log_prob(k, generator)[0]
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """``log q(z | x)`` at any points ``z`` ``[..., B, d]``: the base's density at
+        f⁻¹(z) plus the inverse's log-det (numerical for planar layers), ``[..., B]``."""
+        if self.flow is None:
+            return self.normal.log_prob(z)
+        return self.family.distribution.log_prob(z, base=self.normal, **self.flow.kwargs)
+
+    @property
+    def mean(self) -> Tensor:
+        """A representative point ``[B, d]``: the flow's image of the base's mean."""
+        return self.mu if self.flow is None else self.flow(self.mu)[0]
+
+    def has_analytic_kl(self, prior: Prior | Distribution) -> bool:
+        return self.family.has_analytic_kl(prior)
+
+    def kl(self, prior: Prior | Distribution) -> Tensor:
+        """KL(q ‖ prior) in closed form, ``[B]``: only where :meth:`has_analytic_kl`."""
+        prior = as_prior(prior)
+        if not self.has_analytic_kl(prior):
+            raise NotImplementedError(f"{type(self.family).__name__} has no closed-form KL to "
+                                      f"a {type(prior).__name__} prior; use the Monte Carlo KL")
+        if isinstance(prior, StandardNormal):
+            return kl_std_normal(self.mu, self.log_var)
+        return kl_divergence(self.normal, prior.distribution)
+
+
+class PointMassQ:
+    """A point mass at ``z = λ`` for each of B points: draws are λ itself, ``log q`` is
+    returned as zeros (a point mass has no density; no ELBO is defined for it)."""
+
+    def __init__(self, family: Posterior, params: Tensor):
+        self.family, self.params, self.flow = family, params, None
+
+    def rsample_and_log_prob(self, k: int = 1, generator: torch.Generator | None = None
+                             ) -> tuple[Tensor, Tensor]:
+        z = self.params.expand(k, *self.params.shape)
+        return z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
+
+    def sample(self, k: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        return self.rsample_and_log_prob(k)[0].detach()
+
+    @property
+    def mean(self) -> Tensor:
+        return self.params
+
+    def has_analytic_kl(self, prior) -> bool:
+        return False
+
+    def kl(self, prior) -> Tensor:
+        raise NotImplementedError("a point mass has no density: its KL to a prior is +inf")
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        raise NotImplementedError("a point mass has no density: log q(z | x) is undefined")
 
 
 class Posterior(nn.Module):
-    """The interface every posterior family of :class:`~nfcourse.models.VAE` provides."""
+    """A posterior family: λ's layout, and ``posterior(λ)``, the distribution q(z | x) of a
+    batch. Subclasses give :meth:`layout` and :meth:`forward`."""
 
     def param_dim(self, z_dim: int) -> int:
         """How many numbers λ the encoder outputs per data point."""
+        return max(piece.stop for piece in self.layout(z_dim).values())
+
+    def layout(self, z_dim: int) -> dict[str, slice]:
+        """Where each piece of λ sits along its last axis, by name (``"mu"``,
+        ``"log_var"``, ``"flow"``, ``"context"``): the one place λ's layout is written."""
         raise NotImplementedError
 
-    def rsample_and_log_prob(self, params: Tensor, k: int = 1,
-                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """``k`` reparameterised draws ``z`` ``[k, B, d]`` and ``log q(z | x)`` ``[k, B]``."""
+    def forward(self, params: Tensor) -> AmortizedQ:
+        """q(z | x) for the batch whose encoder output is ``params`` ``[B, P]``."""
         raise NotImplementedError
 
-    def mean(self, params: Tensor) -> Tensor:
-        """A representative point ``[B, d]`` (for reconstructions)."""
-        raise NotImplementedError
-
-    def has_analytic_kl(self, prior: Prior) -> bool:
-        """Whether :meth:`kl` gives KL(q ‖ prior) in closed form. Default: no."""
+    def has_analytic_kl(self, prior: Prior | Distribution) -> bool:
+        """Whether ``q.kl(prior)`` is in closed form. Default: no."""
         return False
 
-    def kl(self, params: Tensor, prior: Prior) -> Tensor:
-        """KL(q ‖ prior) in closed form, ``[B]``; only where :meth:`has_analytic_kl`."""
-        raise NotImplementedError(f"{type(self).__name__} has no closed-form KL to a "
-                                  f"{type(prior).__name__} prior; use the Monte Carlo KL")
+    def _checked(self, params: Tensor, z_dim: int) -> dict[str, Tensor]:
+        """λ's pieces by name, after checking its width."""
+        layout = self.layout(z_dim)
+        width = max(piece.stop for piece in layout.values())
+        if params.shape[-1] != width:
+            raise ValueError(f"{type(self).__name__} with z_dim={z_dim} reads λ of width "
+                             f"{width}, got {tuple(params.shape)}: the encoder's last layer "
+                             f"must output posterior.param_dim(z_dim) = {width} numbers")
+        return {name: params[..., piece] for name, piece in layout.items()}
 
 
 class DiagonalGaussian(Posterior):
-    r""":math:`q(z \mid x) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)` with amortized parameters
-    ``params = [μ, log σ²]`` (``[B, 2d]``) from the encoder. It holds no parameters.
+    r""":math:`q(z \mid x) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)` with amortized
+    parameters λ = [μ, log σ²] (``[B, 2d]``) from the encoder. It holds no parameters.
 
-    >>> q = DiagonalGaussian()
-    >>> params = torch.zeros(5, q.param_dim(3))
-    >>> z, log_q = q.rsample_and_log_prob(params, k=4)
-    >>> z.shape, log_q.shape
-    (torch.Size([4, 5, 3]), torch.Size([4, 5]))
+    >>> q = DiagonalGaussian()(torch.zeros(5, 6))
+    >>> q.mu.shape, q.normal.event_shape
+    (torch.Size([5, 3]), torch.Size([3]))
     """
 
-    def param_dim(self, z_dim: int) -> int:
-        return 2 * z_dim
+    def layout(self, z_dim: int) -> dict[str, slice]:
+        return {"mu": slice(0, z_dim), "log_var": slice(z_dim, 2 * z_dim)}
 
-    @staticmethod
-    def split(params: Tensor) -> tuple[Tensor, Tensor]:
-        """``(μ, log σ²)`` from the encoder's output ``[..., 2d]``."""
+    def forward(self, params: Tensor) -> AmortizedQ:
+        if params.shape[-1] % 2:
+            raise ValueError(f"a diagonal Gaussian reads λ = [μ, log σ²] of even width, got "
+                             f"{tuple(params.shape)}")
         mu, log_var = params.chunk(2, dim=-1)
-        return mu, log_var
-
-    def distribution(self, params: Tensor) -> Distribution:
-        """``Independent(Normal(μ, σ), 1)``: batch shape ``[B]``, event shape ``[d]``."""
-        mu, log_var = self.split(params)
-        return Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)
-
-    def rsample_and_log_prob(self, params: Tensor, k: int = 1,
-                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        mu, log_var = self.split(params)
-        eps = torch.randn((k, *mu.shape), generator=generator, dtype=mu.dtype,
-                          device=mu.device)
-        return reparameterize(mu, log_var, eps), diag_normal_log_prob(eps, log_var)
-
-    def mean(self, params: Tensor) -> Tensor:
-        return self.split(params)[0]
+        return AmortizedQ(self, params, mu, log_var)
 
     def has_analytic_kl(self, prior: Prior | Distribution) -> bool:
         prior = as_prior(prior)
         return isinstance(prior, StandardNormal) or (
             isinstance(prior, DistributionPrior) and prior.is_gaussian)
 
-    def kl(self, params: Tensor, prior: Prior | Distribution) -> Tensor:
-        prior = as_prior(prior)
-        if isinstance(prior, StandardNormal):
-            return kl_std_normal(*self.split(params))
-        if isinstance(prior, DistributionPrior) and prior.is_gaussian:
-            return kl_divergence(self.distribution(params), prior.distribution)
-        return super().kl(params, prior)
-
 
 class FlowPosterior(Posterior):
     """R&M's flow posterior: a diagonal Gaussian from the encoder, pushed through ``flow``.
 
     ``flow``: a layer or :class:`~nfcourse.flows.Flow` on ``z_dim`` features, or ``None``
-    (K = 0). ``param_dim(z_dim) = 2 z_dim + flow.param_dim + flow.context_dim``: the
-    encoder outputs the base's (μ, log σ²), the amortized layers' parameters and the IAF
-    context, in that order.
-
-    ``mean(params)`` is the flow's image of the base's mean (E_q[z] has no closed form).
+    (K = 0). λ = [μ, log σ², the amortized layers' parameters, the IAF context], in that
+    order: ``param_dim(z_dim) = 2 z_dim + flow.param_dim + flow.context_dim``. Built on
+    :class:`~nfcourse.flows.FlowDistribution`, as :class:`~nfcourse.models.FlowPrior` is.
 
     >>> from nfcourse.flows import Planar
-    >>> q = FlowPosterior(Planar(3, length=4, amortized=True))
-    >>> q.param_dim(3)               # μ, log σ² and 4 × (u, w, b)
+    >>> posterior = FlowPosterior(Planar(3, length=4, amortized=True))
+    >>> posterior.param_dim(3)               # μ, log σ² and 4 × (u, w, b)
     34
-    >>> z, log_q = q.rsample_and_log_prob(torch.randn(5, 34), k=2)
-    >>> z.shape, log_q.shape
-    (torch.Size([2, 5, 3]), torch.Size([2, 5]))
+    >>> q = posterior(torch.randn(5, 34))
+    >>> z, log_q = q.rsample_and_log_prob(k=2)
+    >>> z.shape, log_q.shape, len(q.flow.layers), q.flow.layers[0]["u_hat"].shape
+    (torch.Size([2, 5, 3]), torch.Size([2, 5]), 4, torch.Size([5, 3]))
     """
 
     def __init__(self, flow: Bijection | None):
@@ -150,40 +285,37 @@ class FlowPosterior(Posterior):
         if flow is not None and flow.event_dims != 1:
             raise ValueError("a posterior over z [k, B, d] needs a flow on vectors "
                              "(event_dims=1)")
-        self.flow = flow
-        self.base = DiagonalGaussian()
+        self.distribution = None if flow is None else FlowDistribution(flow)
 
-    def param_dim(self, z_dim: int) -> int:
-        if self.flow is None:
-            return 2 * z_dim
-        if self.flow.dim != z_dim:
-            raise ValueError(f"the flow acts on {self.flow.dim} features and z_dim={z_dim}: "
+    @property
+    def flow(self) -> Bijection | None:
+        """The flow module (its own parameters, if any; per-point ones come from λ)."""
+        return None if self.distribution is None else self.distribution.flow
+
+    def layout(self, z_dim: int) -> dict[str, slice]:
+        flow = self.flow
+        if flow is not None and flow.dim != z_dim:
+            raise ValueError(f"the flow acts on {flow.dim} features and z_dim={z_dim}: "
                              "build the flow for z_dim")
-        return 2 * z_dim + self.flow.param_dim + self.flow.context_dim
+        ends = 2 * z_dim + (0 if flow is None else flow.param_dim)
+        layout = {"mu": slice(0, z_dim), "log_var": slice(z_dim, 2 * z_dim)}
+        if flow is not None and flow.param_dim:
+            layout["flow"] = slice(2 * z_dim, ends)
+        if flow is not None and flow.context_dim:
+            layout["context"] = slice(ends, ends + flow.context_dim)
+        return layout
 
-    def _split(self, params: Tensor) -> tuple[Tensor, dict]:
-        """The base's ``[μ, log σ²]`` and the flow's keyword arguments."""
-        if self.flow is None:
-            return params, {}
-        base, flow_params, context = params.split(
-            [params.shape[-1] - self.flow.param_dim - self.flow.context_dim,
-             self.flow.param_dim, self.flow.context_dim], dim=-1)
-        kwargs = {}
-        if self.flow.param_dim:
-            kwargs["params"] = flow_params
-        if self.flow.context_dim:
-            kwargs["context"] = context
-        return base, kwargs
-
-    def rsample_and_log_prob(self, params: Tensor, k: int = 1,
-                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        base, kwargs = self._split(params)
-        z0, log_q0 = self.base.rsample_and_log_prob(base, k, generator)
-        if self.flow is None:
-            return z0, log_q0
-        # [B, P] parameters broadcast against the k draws [k, B, d]
-        z, log_det = self.flow(z0, **kwargs)
-        return z, log_q0 - log_det
+    def forward(self, params: Tensor) -> AmortizedQ:
+        flow = self.flow
+        z_dim = (params.shape[-1] if flow is None else
+                 params.shape[-1] - flow.param_dim - flow.context_dim) // 2
+        pieces = self._checked(params, z_dim)
+        if flow is None:
+            return AmortizedQ(self, params, pieces["mu"], pieces["log_var"])
+        kwargs = {"params": pieces["flow"]} if "flow" in pieces else {}
+        if "context" in pieces:
+            kwargs["context"] = pieces["context"]
+        return AmortizedQ(self, params, pieces["mu"], pieces["log_var"], BoundFlow(flow, kwargs))
 
     def from_gaussian(self, base: Tensor, scale: float = 0.01,
                       generator: torch.Generator | None = None) -> Tensor:
@@ -199,18 +331,11 @@ class FlowPosterior(Posterior):
         context = base.new_zeros(base.shape[0], self.flow.context_dim)
         return torch.cat([base, small, context], -1)
 
-    def mean(self, params: Tensor) -> Tensor:
-        base, kwargs = self._split(params)
-        mu = self.base.mean(base)
-        return mu if self.flow is None else self.flow(mu, **kwargs)[0]
+    def has_analytic_kl(self, prior: Prior | Distribution) -> bool:
+        return self.flow is None and DiagonalGaussian.has_analytic_kl(self, prior)
 
-    def has_analytic_kl(self, prior: Prior) -> bool:
-        return self.flow is None and self.base.has_analytic_kl(prior)
 
-    def kl(self, params: Tensor, prior: Prior) -> Tensor:
-        if not self.has_analytic_kl(prior):
-            return super().kl(params, prior)
-        return self.base.kl(params, prior)
+_GAUSSIAN = DiagonalGaussian()   # the family of every q's base q0
 
 
 class PointMass(Posterior):
@@ -221,16 +346,11 @@ class PointMass(Posterior):
     ``log_q`` is returned as zeros and no ELBO is defined for it.
     """
 
-    def param_dim(self, z_dim: int) -> int:
-        return z_dim
+    def layout(self, z_dim: int) -> dict[str, slice]:
+        return {"mu": slice(0, z_dim)}
 
-    def rsample_and_log_prob(self, params: Tensor, k: int = 1,
-                             generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        z = params.expand(k, *params.shape)
-        return z, torch.zeros(z.shape[:-1], dtype=z.dtype, device=z.device)
-
-    def mean(self, params: Tensor) -> Tensor:
-        return params
+    def forward(self, params: Tensor) -> PointMassQ:
+        return PointMassQ(self, params)
 
 
 #: The posterior families by name, for scripts and notebooks (R&M Table 2 and its extra rows).

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
-from nfcourse.densities import (diag_normal_log_prob, reparameterize, std_normal_log_prob)
+from nfcourse.closed_forms import (diag_normal_log_prob, reparameterize, std_normal_log_prob)
 from nfcourse.flows import Bijection, FlowDistribution, rsample_base
 
 __all__ = ["Prior", "StandardNormal", "MixturePrior", "FlowPrior", "DistributionPrior",

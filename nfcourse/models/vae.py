@@ -52,7 +52,7 @@ from torch.distributions import Distribution
 
 from nfcourse.flows import MLP
 from nfcourse.models.likelihoods import Bernoulli, Likelihood
-from nfcourse.models.posteriors import DiagonalGaussian, Posterior
+from nfcourse.models.posteriors import AmortizedQ, DiagonalGaussian, Posterior
 from nfcourse.models.priors import Prior, as_prior
 
 __all__ = ["VAE", "ElboTerms"]
@@ -62,7 +62,7 @@ class ElboTerms(NamedTuple):
     """What :meth:`VAE.elbo_terms` computes for ``k`` draws per data point."""
 
     x: Tensor       #: the prepared data, ``[B, D]``
-    params: Tensor  #: the posterior's parameters λ, ``[B, P]``
+    q: AmortizedQ   #: q(z | x) of the batch, ``model.posterior(λ)``
     z: Tensor       #: the draws, ``[k, B, d]``
     log_px: Tensor  #: log p(x | z), ``[k, B]``
     log_pz: Tensor  #: log p(z), ``[k, B]``
@@ -139,6 +139,10 @@ class VAE(nn.Module):
         """The posterior's per-sample parameters λ = encoder(x), ``[B, P]``."""
         return self.encoder(self.prepare(x))
 
+    def q(self, x: Tensor) -> AmortizedQ:
+        """q(z | x) for a batch, as a distribution: ``posterior(encoder(x))``."""
+        return self.posterior(self.encode(x))
+
     def decode(self, z: Tensor) -> Tensor:
         """The likelihood's parameters (Bernoulli: logits), ``[..., x_dim]``."""
         return self.decoder(z)
@@ -152,11 +156,10 @@ class VAE(nn.Module):
         the posterior's noise comes from (default: the global generator).
         """
         x = self.prepare(x)
-        if params is None:
-            params = self.encoder(x)
-        z, log_q = self.posterior.rsample_and_log_prob(params, k, generator)
+        q = self.posterior(self.encoder(x) if params is None else params)
+        z, log_q = q.rsample_and_log_prob(k, generator)
         log_px = self.likelihood.log_prob(x, self.decode(z))
-        return ElboTerms(x, params, z, log_px, self.prior.log_prob(z), log_q)
+        return ElboTerms(x, q, z, log_px, self.prior.log_prob(z), log_q)
 
     def forward(self, x: Tensor, k: int = 1) -> tuple[Tensor, Tensor, Tensor]:
         """``(log p(x | z), log p(z), log q(z | x))``, each ``[k, B]``, for k posterior draws."""
@@ -172,8 +175,8 @@ class VAE(nn.Module):
         of the flow's parameters. A default-initialised layer instead starts each x on a
         random flow, for planar layers far from the identity (û = −0.31 w/‖w‖² for small
         u and w). The rows of μ and log σ² keep their initialisation."""
-        flow = getattr(self.posterior, "flow", None)
-        if flow is None or not flow.param_dim:
+        rows = self.posterior.layout(self.z_dim).get("flow")
+        if rows is None:
             raise ValueError("start_flow_near_identity needs an amortized flow posterior "
                              "(planar, radial, Sylvester); this VAE's posterior is "
                              f"{type(self.posterior).__name__} with no flow parameters")
@@ -181,11 +184,10 @@ class VAE(nn.Module):
         if not isinstance(last, nn.Linear):
             raise ValueError("start_flow_near_identity sets the encoder's last nn.Linear; "
                              f"this encoder ends in {type(last).__name__}")
-        rows = slice(2 * self.z_dim, 2 * self.z_dim + flow.param_dim)
         last.weight[rows] = 0.0
         # drawn on the CPU (``generator`` is a CPU one), the same on every device
-        last.bias[rows] = flow.near_identity_params(1, scale, generator,
-                                                    last.bias.dtype)[0].to(last.bias.device)
+        start = self.posterior.flow.near_identity_params(1, scale, generator, last.bias.dtype)
+        last.bias[rows] = start[0].to(last.bias.device)
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True,
@@ -198,4 +200,4 @@ class VAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """The decoder's mean at the posterior's mean of each input, ``[B, x_dim]``."""
-        return self.likelihood.mean(self.decode(self.posterior.mean(self.encode(x))))
+        return self.likelihood.mean(self.decode(self.q(x).mean))

@@ -28,17 +28,13 @@ the modes. :math:`-\mathcal F(q) = \log Z - \mathrm{KL}(q\|p)` is a lower bound 
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import Tensor
 
-from nfcourse.objectives import Objective, warmup_steps
+from nfcourse.objectives.base import Objective, warmup_steps
+from nfcourse.targets import Energy
 
 __all__ = ["free_energy_terms", "free_energy", "FreeEnergy"]
-
-#: ``U(z [..., d]) -> [...]``: an energy, the negative log of an unnormalised density.
-Energy = Callable[[Tensor], Tensor]
 
 
 def free_energy_terms(q, energy: Energy, samples: int, beta: float = 1.0,

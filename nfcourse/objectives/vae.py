@@ -67,7 +67,7 @@ gradient ascent on that point's own ELBO, with the model fixed,
 gives a better proposal for the same estimator; the model, and so its true NLL, is unchanged.
 
 The per-sample formulas of the Section 4 exercises (:func:`reparameterize`,
-:func:`bernoulli_log_likelihood`, :func:`kl_std_normal`) live in :mod:`nfcourse.densities`
+:func:`bernoulli_log_likelihood`, :func:`kl_std_normal`) live in :mod:`nfcourse.closed_forms`
 and are re-exported here. The model-based functions take a :class:`nfcourse.models.VAE`
 (anything with ``elbo_terms``), build every bound from :meth:`~nfcourse.models.VAE.elbo_terms`
 and return one value per data point, shape ``[B]``.
@@ -77,8 +77,8 @@ generator)``, one value per item, whose mean :func:`nfcourse.train.fit` minimise
 ``bound(model, batch, generator)``, the quantity validation reports (higher is better). The
 step is passed so that an objective that anneals computes its own :math:`\beta_t`.
 :class:`Bound` is the VAE's (ELBO, IWAE, reconstruction); density models use
-:class:`nfcourse.density.MaximumLikelihood`, and flows fitted to an energy use
-:class:`nfcourse.free_energy.FreeEnergy`.
+:class:`nfcourse.objectives.density.MaximumLikelihood`, and flows fitted to an energy use
+:class:`nfcourse.objectives.free_energy.FreeEnergy`.
 """
 
 from __future__ import annotations
@@ -90,12 +90,13 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from nfcourse.densities import bernoulli_log_likelihood, kl_std_normal, reparameterize
+from nfcourse.closed_forms import bernoulli_log_likelihood, kl_std_normal, reparameterize
+from nfcourse.objectives.base import Objective, anneal_beta, warmup_steps
 from nfcourse.utils import progress as _progress
 
 __all__ = ["reparameterize", "bernoulli_log_likelihood", "kl_std_normal", "elbo_closed_form",
-           "elbo_of_parts", "iwae_bound", "anneal_beta", "log_weights", "elbo", "iwae", "reconstruction",
-           "refine_posterior", "log_marginal_is", "Objective", "Bound", "warmup_steps"]
+           "elbo_of_parts", "iwae_bound", "log_weights", "elbo", "iwae", "reconstruction",
+           "refine_posterior", "log_marginal_is", "Bound", "BoundFn"]
 
 
 # The per-sample formulas ------------------------------------------------------------------
@@ -122,7 +123,8 @@ def elbo_of_parts(reparameterize_fn: Callable = reparameterize,
             raise ValueError(f"beta={beta!r}: an ELBO from parts has no annealing; train with "
                              "anneal=False, or with the objective 'elbo'")
         x = model.prepare(x)
-        mu, log_var = model.posterior.split(model.encoder(x))
+        q = model.posterior(model.encoder(x))
+        mu, log_var = q.mu, q.log_var
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return elbo_fn(x, model.decode(reparameterize_fn(mu, log_var, eps)), mu, log_var)
     return bound
@@ -136,15 +138,6 @@ def iwae_bound(log_w: Tensor, dim: int = 0) -> Tensor:
     tensor([0.6931])
     """
     return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])
-
-
-def anneal_beta(step: int, start: float = 0.01, steps: int = 10_000) -> float:
-    """R&M's inverse temperature β_t = min(1, start + t / steps).
-
-    >>> anneal_beta(0), anneal_beta(4_900), anneal_beta(20_000)
-    (0.01, 0.5, 1.0)
-    """
-    return min(1.0, start + step / steps)
 
 
 # Model-based estimates ----------------------------------------------------------------------
@@ -175,7 +168,7 @@ def elbo(model, x: Tensor, k: int = 1, analytic_kl: bool | None = None, beta: fl
             f"KL to a {type(prior).__name__} prior; pass analytic_kl=None (Monte Carlo KL)")
     t = model.elbo_terms(x, k, generator=generator)
     if beta == 1.0 and analytic_kl is not False and closed_form:
-        return t.log_px.mean(0) - posterior.kl(t.params, prior)
+        return t.log_px.mean(0) - t.q.kl(prior)
     return (beta * (t.log_px + t.log_pz) - t.log_q).mean(0)
 
 
@@ -283,46 +276,7 @@ def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100
     return torch.cat(out).to(x.device)
 
 
-# What the training loop minimises -----------------------------------------------------------
-
-class Objective:
-    """The interface of what :func:`nfcourse.train.fit` trains on.
-
-    - ``loss(model, batch, step, generator)``: one value per item (data point, or draw),
-      whose mean is minimised at step ``step``;
-    - ``bound(model, batch, generator)``: one value per item, higher is better, what
-      validation reports (no annealing);
-    - ``temperature(step)``: the inverse temperature β_t in use (1 without annealing),
-      for the training log;
-    - ``needs_data``: ``False`` for an objective with no data set (a free energy), which
-      is given ``batch=None`` and trained for a number of steps.
-    """
-
-    needs_data: bool = True
-    #: the number of warm-up steps of R&M's annealing, 0 for none (see :func:`warmup_steps`)
-    warmup: int = 0
-
-    def loss(self, model, batch: Tensor | None, step: int,
-             generator: torch.Generator) -> Tensor:
-        raise NotImplementedError
-
-    def bound(self, model, batch: Tensor | None, generator: torch.Generator) -> Tensor:
-        raise NotImplementedError
-
-    def temperature(self, step: int) -> float:
-        return anneal_beta(step, steps=self.warmup) if self.warmup else 1.0
-
-
-def warmup_steps(anneal: bool | int) -> int:
-    """``True``: R&M's 10 000 steps; an int: that many; ``False`` or 0: no annealing.
-
-    >>> warmup_steps(True), warmup_steps(500), warmup_steps(False)
-    (10000, 500, 0)
-    """
-    if anneal is not True and anneal is not False and int(anneal) < 0:
-        raise ValueError(f"anneal={anneal!r}: True, False or a number of warm-up steps >= 0")
-    return 10_000 if anneal is True else int(anneal) if anneal else 0
-
+# The VAE's bounds as a training objective ---------------------------------------------------
 
 #: ``(model, x, beta, generator) -> bound per data point [B]``: a VAE bound at inverse
 #: temperature beta.

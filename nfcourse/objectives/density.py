@@ -41,7 +41,7 @@ import math
 import torch
 from torch import Tensor
 
-from nfcourse.objectives import Objective
+from nfcourse.objectives.base import Objective
 
 __all__ = ["dequantize", "discrete_nll", "bits_per_dim", "MaximumLikelihood"]
 
