@@ -3,6 +3,9 @@
 - Fast mode on (``NFCOURSE_FAST=1``) and downloads off (``NFCOURSE_OFFLINE=1``): no test
   touches the network. Notebook kernels inherit these variables.
 - ``NFCOURSE_DATA`` defaults to ``../shared/data`` beside the checkout, where CI keeps it.
+- ``NFCOURSE_ROOT`` is this checkout: the tests run student notebooks in temporary folders
+  outside it, where a student's notebook (in ``work/``, inside the clone) never is, and
+  Section 6 reads ``docs/results/`` (:func:`nfcourse.utils.repo_root`).
 - ``--full`` runs only the notebooks, solutions and student versions, at their DEFAULT
   settings (``NFCOURSE_FAST=0``), each solution within 10 minutes: what students run.
 - ``--device cpu|cuda|mps`` (default cpu) runs the flow and VAE tests that take the
@@ -29,6 +32,7 @@ SOLUTIONS = ROOT / "solutions"
 os.environ.setdefault("NFCOURSE_FAST", "1")
 os.environ["NFCOURSE_OFFLINE"] = "1"
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("NFCOURSE_ROOT", str(ROOT))
 if "NFCOURSE_DATA" not in os.environ and (ROOT.parent / "shared" / "data").is_dir():
     os.environ["NFCOURSE_DATA"] = str(ROOT.parent / "shared" / "data")
 

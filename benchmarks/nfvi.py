@@ -17,14 +17,17 @@ output layer (400 -> 2z + K(2z + 1)).
 Timing: every repeat runs each library for a block of steps, in rotating order; we report
 the median over repeats in steps per second and the ratio ours / pyro. With one thread we
 time this process's CPU time (robust on a shared machine), with more the wall clock (on a GPU,
-the wall clock after a synchronize). ``--cuda-graph`` adds a third column: our step captured
-once in a CUDA graph and replayed (one launch a step instead of one per kernel). FLOPs
+the wall clock after a synchronize). ``--compile`` adds a third column: our step with its
+forward and backward compiled by ``torch.compile`` (``nfcourse.compiled``, what
+``TrainConfig(compile=True)`` trains with: inductor on the CPU; on CUDA also replayed as
+CUDA graphs, one launch a step instead of one per kernel). FLOPs
 of a step are counted from the matrix products (3 per Linear layer: forward, and the two of
 its backward), which dominate; the flow's own arithmetic is about K·B·D·20 and listed apart.
 
     NFCOURSE_DATA=../shared/data python benchmarks/nfvi.py                 # 1 thread
     NFCOURSE_DATA=../shared/data python benchmarks/nfvi.py --threads 2
-    NFCOURSE_DATA=../shared/data python benchmarks/nfvi.py --device cuda --cuda-graph
+    NFCOURSE_DATA=../shared/data python benchmarks/nfvi.py --compile       # + compiled
+    NFCOURSE_DATA=../shared/data python benchmarks/nfvi.py --device cuda --compile
     python benchmarks/nfvi.py --quick                                       # smoke run
 """
 
@@ -44,17 +47,20 @@ from torch import nn
 from nfcourse import flows as nf
 from nfcourse.data import load_binarized_mnist
 from nfcourse.models import VAE, FlowPosterior
+from nfcourse.compiled import training_loss
 from nfcourse.objectives import Bound, elbo
 
 Z, HIDDEN, BATCH = 40, 400, 100
 
 
-def ours(k: int, seed: int = 0):
+def ours(k: int, seed: int = 0, compile: bool = False):
+    """Our NF-VAE and its step's loss: ``nfcourse.compiled.training_loss``, the function fit
+    runs, eager or compiled (``torch.compile``)."""
     torch.manual_seed(seed)
     posterior = FlowPosterior(nf.Planar(Z, length=k, amortized=True)) if k else None
     model = VAE(784, Z, HIDDEN, activation="tanh", posterior=posterior)
-    objective = Bound("elbo")
-    return model, lambda x, step, gen: objective.loss(model, x, step, gen).mean()
+    loss = training_loss(model, Bound("elbo"), compile=compile)
+    return model, lambda x, step, gen: loss(x, step, gen)[0]
 
 
 def _bias_first(layer: dict):
@@ -110,34 +116,6 @@ def make_step(model, loss_fn, batches, gen):
     return step
 
 
-def make_graphed_step(model, loss_fn, batches, gen):
-    """Our step captured in a CUDA graph: the batch is copied into a static input, and
-    replay runs forward, backward and Adam (capturable) without a launch per kernel."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4, fused=True, capturable=True)
-    static_x = batches[0].clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):               # warm-up on a side stream, as capture needs
-        for _ in range(3):
-            optimizer.zero_grad(set_to_none=True)
-            loss_fn(static_x, 0, gen).backward()
-            optimizer.step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    graph.register_generator_state(gen)
-    optimizer.zero_grad(set_to_none=True)    # backward in the capture writes fresh gradients
-    with torch.cuda.graph(graph):
-        loss_fn(static_x, 0, gen).backward()
-        optimizer.step()
-    state = {"i": 0}
-
-    def step():
-        static_x.copy_(batches[state["i"] % len(batches)])
-        graph.replay()
-        state["i"] += 1
-    return step
-
-
 def matmul_flops(k: int) -> float:
     """FLOPs of the matrix products of one step: 2·B·in·out per Linear, times 3."""
     layers = [(784, HIDDEN), (HIDDEN, 2 * Z + k * (2 * Z + 1)), (Z, HIDDEN), (HIDDEN, 784)]
@@ -167,12 +145,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="3 repeats of 2 steps")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="also time our step replayed from a CUDA graph (with --device cuda)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time our step compiled (nfcourse.compiled)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    if args.cuda_graph and device.type != "cuda":
-        parser.error("--cuda-graph needs --device cuda")
     if args.quick:
         args.repeats, args.steps = 3, 2
     torch.set_num_threads(args.threads)
@@ -190,10 +166,11 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {where}; median of {args.repeats} repeats "
           f"of {args.steps} steps, {'CPU' if clock is time.process_time else 'wall'} time; "
           f"matmul peak here {peak / 1e9:.0f} GFLOP/s")
-    graphed = " ours, CUDA graph (steps/s) | graph / pyro |" if args.cuda_graph else ""
-    print("| K | ours (steps/s) | pyro (steps/s) | ours / pyro |" + graphed
+    compiled = (" ours compiled (steps/s) | compiled / eager | compiled / pyro |"
+                if args.compile else "")
+    print("| K | ours (steps/s) | pyro (steps/s) | ours / pyro |" + compiled
           + " GFLOP per step | fraction of the matmul peak (ours) |")
-    print("|---|---|---|---|" + ("---|---|" if args.cuda_graph else "") + "---|---|")
+    print("|---|---|---|---|" + ("---|---|---|" if args.compile else "") + "---|---|")
     for k in args.ks:
         built = {"ours": ours(k), "pyro": pyro(k)}
         for model, _ in built.values():
@@ -207,21 +184,22 @@ def main(argv=None) -> int:
         steps = {name: make_step(*b, batches, torch.Generator(device).manual_seed(0))
                  for name, b in built.items()}
         failed = ""
-        if args.cuda_graph:
-            twin = ours(k)
+        if args.compile:
+            twin = ours(k, compile=True)
             twin[0].to(device)
+            steps["compiled"] = make_step(*twin, batches, torch.Generator(device).manual_seed(0))
             try:
-                steps["graph"] = make_graphed_step(*twin, batches,
-                                                   torch.Generator(device).manual_seed(0))
+                steps["compiled"]()                # compiles (a minute on a CPU)
             except Exception as error:            # report why, time the rest
-                failed = f"capture failed: {type(error).__name__}: {error}"[:200]
+                failed = f"compile failed: {type(error).__name__}: {error}"[:200]
+                del steps["compiled"]
         for step in steps.values():         # warm up
             for _ in range(3):
                 step()
         samples = {name: [] for name in steps}
         names = list(steps)
         for r in range(args.repeats):
-            for name in names[r % 2:] + names[:r % 2]:
+            for name in names[r % len(names):] + names[:r % len(names)]:
                 t = clock()
                 for _ in range(args.steps):
                     steps[name]()
@@ -229,12 +207,13 @@ def main(argv=None) -> int:
         rate = {name: statistics.median(v) for name, v in samples.items()}
         flops = matmul_flops(k)
         cells = ""
-        if args.cuda_graph:
-            cells = (f" {rate['graph']:.1f} | {rate['graph'] / rate['pyro']:.2f}× |"
-                     if "graph" in rate else f" {failed} | — |")
+        if args.compile:
+            cells = (f" {rate['compiled']:.1f} | {rate['compiled'] / rate['ours']:.2f}× | "
+                     f"{rate['compiled'] / rate['pyro']:.2f}× |"
+                     if "compiled" in rate else f" {failed} | — | — |")
         print(f"| {k} | {rate['ours']:.1f} | {rate['pyro']:.1f} | "
               f"{rate['ours'] / rate['pyro']:.2f}× |{cells} {flops / 1e9:.2f} | "
-              f"{flops * max(rate['ours'], rate.get('graph', 0)) / peak:.3g} |", flush=True)
+              f"{flops * max(rate['ours'], rate.get('compiled', 0)) / peak:.3g} |", flush=True)
     return 0
 
 

@@ -76,7 +76,7 @@ from nfcourse.data import load_binarized_mnist
 from nfcourse.models import VAE, FlowPosterior, GaussianLikelihood, Prior
 from nfcourse.plotting import density_on_grid, image_grid, plot_density, plot_samples
 from nfcourse.results import markdown as table2_markdown, plot_table2, read_table2
-from nfcourse.train import evaluate, fit, refit_encoder
+from nfcourse.train import TrainConfig, evaluate, fit, refit_encoder
 
 _ = seed_everything(0)
 started = time.perf_counter()
@@ -417,8 +417,8 @@ for name, posterior in CONFIGS.items():
     objective = "elbo"
     if yours and "amortized" in name:
         objective = lambda m, x, beta, gen: -student_free_energy(m, x, 1, gen)  # noqa: E731
-    history = fit(model, x_train, x_valid, epochs=EPOCHS, batch_size=100, lr=1e-3,
-                  objective=objective, seed=0, progress=False)
+    history = fit(model, objective, x_train, x_valid,
+                  TrainConfig(epochs=EPOCHS, batch_size=100, lr=1e-3, seed=0, progress=False))
     log_px = objectives.log_marginal_is(model, x_test, samples=NLL_S, progress=False,
                                         generator=torch.Generator().manual_seed(0))
     nf_results[name] = dict(neg_elbo=-evaluate(model, x_test, seed=3), nll=-log_px.mean().item(),
@@ -564,12 +564,11 @@ assert all(a < b for a, b in zip(values, values[1:])) and values[-1] <= exact + 
 # %%
 torch.manual_seed(0)
 vae2 = VAE(784, 2, HIDDEN)
-fit(vae2, x_train, x_valid, epochs=LATENT2_EPOCHS, batch_size=100, lr=1e-3, seed=0,
-    progress=False)
+latent2 = TrainConfig(epochs=LATENT2_EPOCHS, batch_size=100, lr=1e-3, seed=0, progress=False)
+fit(vae2, "elbo", x_train, x_valid, latent2)
 flow2 = VAE(784, 2, HIDDEN, posterior=FlowPosterior(nf.Planar(2, length=16, amortized=True)))
 flow2.decoder.load_state_dict(vae2.decoder.state_dict())      # the same model p(x, z)
-refit_encoder(flow2, x_train, x_valid, epochs=LATENT2_EPOCHS, batch_size=100, lr=1e-3,
-              seed=0, progress=False)
+refit_encoder(flow2, x_train, x_valid, config=latent2)
 assert all(torch.equal(a, b) for a, b in zip(vae2.decoder.parameters(),
                                              flow2.decoder.parameters()))
 
@@ -649,8 +648,8 @@ base_vae = nf_models["K = 0 (diagonal Gaussian)"]
 flow_view = VAE(784, Z_DIM, HIDDEN, posterior=FlowPosterior(nf.Planar(Z_DIM, length=10,
                                                                       amortized=True)))
 flow_view.decoder = base_vae.decoder            # the same p(x, z): shared, and frozen below
-refit_encoder(flow_view, x_train, x_valid, epochs=EPOCHS, batch_size=100, lr=1e-3, seed=0,
-              progress=False)
+refit_encoder(flow_view, x_train, x_valid, config=TrainConfig(epochs=EPOCHS, batch_size=100,
+                                                              lr=1e-3, seed=0, progress=False))
 
 
 def elbos(model, x, lam, seed):

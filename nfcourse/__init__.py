@@ -13,7 +13,7 @@ on one that points up, or on a module missing from this list):
 2. ``flows``: bijections with log-determinants, flow distributions
 3. ``vi``, ``models``, ``bayes``: inference before flows; the VAE with pluggable posterior,
    prior and likelihood; the Section 1 answers
-4. ``objectives``, ``train``, ``checks``, ``plotting``,
+4. ``objectives``, ``compiled``, ``callbacks``, ``train``, ``checks``, ``plotting``,
    ``results`` and ``curriculum``: bounds and estimators, one training loop for every model,
    student feedback, the shared pictures, the papers' tables beside ours, the notebook builder
 5. ``__main__``: the command line; above it, notebooks, scripts and benchmarks

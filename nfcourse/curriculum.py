@@ -49,6 +49,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from nfcourse.utils import repo_root  # found in one place; curriculum.repo_root is kept
+
 #: Every stub's NotImplementedError message starts with this, so a test can tell an
 #: unfinished exercise from a real failure.
 STUB_PREFIX = "Exercise not done yet"
@@ -273,17 +275,6 @@ def _with_banner(text: str, name: str) -> str:
     return banner + "\n" + text
 
 
-def repo_root() -> Path:
-    """The checkout this package was installed from (solutions/ and curriculum/ live there)."""
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "solutions").is_dir():
-        raise FileNotFoundError(
-            f"no solutions/ folder next to the nfcourse package ({root}); build-curriculum "
-            "works from a git checkout of the course, installed with `pip install -e .`."
-        )
-    return root
-
-
 def build(solutions: Path | None = None, curriculum: Path | None = None,
           check: bool = False) -> list[Path]:
     """Write ``curriculum/*.py`` from ``solutions/*.py``; return the files that changed.
@@ -293,6 +284,9 @@ def build(solutions: Path | None = None, curriculum: Path | None = None,
     """
     root = None if solutions and curriculum else repo_root()
     solutions = solutions or root / "solutions"
+    if not solutions.is_dir():
+        raise FileNotFoundError(f"no solutions/ folder at {solutions}: the student notebooks "
+                                "are built from a clone of the course")
     curriculum = curriculum or root / "curriculum"
     curriculum.mkdir(parents=True, exist_ok=True)
     changed: list[Path] = []

@@ -6,6 +6,11 @@ for a DLGM whose posterior is a diagonal Gaussian (K = 0) pushed through K plana
 ``scripts/train_vae.py`` (``scripts/table2.py RUN_DIR`` adds them). A run is a cell of the
 table together with its seed and its flow start (``flow_init``: ``random``, the encoder's
 default initialisation, or ``identity``, ``--flow-init identity``).
+
+The CSV lives in the course's repository, which :func:`nfcourse.utils.repo_root` finds
+(``$NFCOURSE_ROOT``, else upwards from the working directory), never beside the installed
+package: :func:`table2_csv` is its path, and ``TABLE2_CSV``, the same path, is looked up
+only when asked for, so importing this module works anywhere.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import csv
 import json
 from pathlib import Path
 
-__all__ = ["PAPER", "PUBLIC", "FIELDS", "TABLE2_CSV", "row_from", "key", "read_table2",
+from nfcourse.utils import repo_root
+
+__all__ = ["PAPER", "PUBLIC", "FIELDS", "table2_csv", "row_from", "key", "read_table2",
            "markdown", "plot_table2"]
 
 #: R&M (2015) Table 2, test -ln p(x) in nats; their DLGM with a diagonal Gaussian is K = 0.
@@ -27,8 +34,19 @@ PUBLIC = {("planar", 0): 92.58, ("planar", 10): 88.95, ("planar", 20): 88.09,
           ("nice", 20): 89.07, ("nice", 40): 88.41, ("nice", 80): 87.96}
 FIELDS = ["posterior", "K", "test_neg_elbo", "test_nll", "nll_stderr", "is_samples", "updates",
           "train_images", "hours", "device", "seed", "command", "flow_init"]
-#: Where the rows live in a source checkout (the course is installed editable).
-TABLE2_CSV = Path(__file__).resolve().parents[1] / "docs" / "results" / "table2.csv"
+
+
+def table2_csv() -> Path:
+    """Where our rows live: ``docs/results/table2.csv`` in the course's repository (a
+    ``FileNotFoundError`` that says how to fix it when there is none here)."""
+    return repo_root() / "docs" / "results" / "table2.csv"
+
+
+def __getattr__(name: str) -> Path:
+    """``TABLE2_CSV``, the older name of :func:`table2_csv`'s path, found when asked for."""
+    if name == "TABLE2_CSV":
+        return table2_csv()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def row_from(run: Path) -> dict:
@@ -51,9 +69,10 @@ def key(r: dict) -> tuple:
     return r["posterior"], int(r["K"]), int(r["seed"]), start
 
 
-def read_table2(path: str | Path = TABLE2_CSV) -> list[dict]:
-    """The rows of ``table2.csv``, each with its flow start filled in; [] if there is none."""
-    path = Path(path)
+def read_table2(path: str | Path | None = None) -> list[dict]:
+    """The rows of ``table2.csv`` (default: :func:`table2_csv`), each with its flow start
+    filled in; [] if there is none."""
+    path = table2_csv() if path is None else Path(path)
     if not path.exists():
         return []
     rows = list(csv.DictReader(path.open()))

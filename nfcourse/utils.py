@@ -1,21 +1,30 @@
-"""Devices, seeds and progress bars: the plumbing every notebook shares."""
+"""Devices, seeds and progress bars: the plumbing every notebook shares.
+
+Also the small guards the rest of the package leans on: whether a tensor's values may be
+read now (:func:`values_checkable`), a module in eval mode for the length of a block
+(:func:`eval_mode`), and where the course's repository is (:func:`repo_root`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import random
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Iterable, TypeVar
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -65,9 +74,11 @@ def progress(iterable: Iterable[T], desc: str | None = None, total: int | None =
              **kwargs) -> Iterable[T]:
     """A tqdm progress bar (a widget in Jupyter, text in a terminal).
 
-    Set ``NFCOURSE_PROGRESS=0`` to silence every bar, e.g. in logs.
+    Set ``NFCOURSE_PROGRESS=0`` to silence every bar, e.g. in logs; ``disable=True``
+    silences this one.
     """
-    disable = os.environ.get("NFCOURSE_PROGRESS", "1").strip() in {"0", "false", "no"}
+    silenced = os.environ.get("NFCOURSE_PROGRESS", "1").strip() in {"0", "false", "no"}
+    disable = kwargs.pop("disable", False) or silenced
     return tqdm(iterable, desc=desc, total=total, disable=disable, **kwargs)
 
 
@@ -128,3 +139,108 @@ def write_result(result: dict, output: str | os.PathLike | None = None,
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text + "\n")
+
+
+def values_checkable(x: Tensor) -> bool:
+    """Whether a check may read ``x``'s values now (``x.min()``, ``bool((x > 0).all())``).
+
+    A check of values (data in a layer's domain, pixels in [0, 1]) turns a tensor into a
+    Python number, which three ways of running the same code cannot do:
+
+    * ``torch.compile`` traces the code (:func:`torch.compiler.is_compiling`): a value read
+      there breaks the graph, or fails with ``fullgraph=True``;
+    * a CUDA graph is being captured on ``x``'s device: reading a value synchronises with
+      the GPU, which a capture forbids (the data were checked in the eager warm-up steps);
+    * a ``torch.func`` transform (``vmap``, ``jacrev``, ...) is running: ``vmap`` refuses
+      data-dependent Python control flow.
+
+    Everywhere else (plain eager code, the common case) this is True, and a check should
+    run. Put the check behind it: ``if values_checkable(x) and (x < 0).any(): raise ...``.
+
+    >>> values_checkable(torch.zeros(3))
+    True
+    >>> torch.func.vmap(lambda v: torch.tensor(values_checkable(v)))(torch.zeros(2)).tolist()
+    [False, False]
+    """
+    if torch.compiler.is_compiling():
+        return False
+    if x.is_cuda and torch.cuda.is_current_stream_capturing():
+        return False
+    return not torch._C._are_functorch_transforms_active()
+
+
+@contextlib.contextmanager
+def eval_mode(module: M) -> Iterator[M]:
+    """``module`` in eval mode inside the ``with`` block, then back as it was.
+
+    Every submodule gets back its own ``training`` flag, also when the block raises, so a
+    part kept in eval mode on purpose (a frozen BatchNorm) stays so.
+
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    >>> with eval_mode(net):
+    ...     net.training
+    False
+    >>> net.training
+    True
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"eval_mode takes a torch.nn.Module, got {type(module).__name__}")
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in flags:   # parents first, so each child ends with its own flag
+            m.train(training)
+
+
+#: The environment variable that names the course's repository (see :func:`repo_root`).
+ROOT_ENV = "NFCOURSE_ROOT"
+
+_NAMES_NFCOURSE = re.compile(r"""^\s*name\s*=\s*["']nfcourse["']\s*(#.*)?$""", re.M)
+
+
+def _is_course_root(folder: Path) -> bool:
+    """A clone of the course: a pyproject.toml declaring ``name = "nfcourse"``, and docs/."""
+    pyproject = folder / "pyproject.toml"
+    return (pyproject.is_file() and (folder / "docs").is_dir()
+            and _NAMES_NFCOURSE.search(pyproject.read_text(errors="replace")) is not None)
+
+
+def repo_root() -> Path:
+    """The course's repository (a git clone: docs/, solutions/, curriculum/ live there).
+
+    Found by one rule, which does not depend on where the package is installed:
+
+    1. ``$NFCOURSE_ROOT``, if set: it must be such a clone;
+    2. else the current working directory or the nearest folder above it that holds a
+       ``pyproject.toml`` declaring ``name = "nfcourse"`` and a ``docs/`` folder. Notebooks
+       run in ``solutions/``, ``curriculum/`` or ``work/``, scripts and tests in the clone
+       itself: walking up finds it from each.
+
+    The package's own location (``__file__``) is never used: installed without ``-e`` it
+    sits in site-packages, which has no docs/. Raises ``FileNotFoundError`` saying what
+    was looked for, and where, when there is no clone.
+
+    >>> (repo_root() / "pyproject.toml").is_file()   # run from inside the clone
+    True
+    """
+    wanted = 'a pyproject.toml declaring name = "nfcourse" beside a docs/ folder'
+    given = os.environ.get(ROOT_ENV, "").strip()
+    if given:
+        root = Path(given).expanduser().resolve()
+        if not _is_course_root(root):
+            raise FileNotFoundError(
+                f"{ROOT_ENV}={given} is not a clone of the course: {wanted} is not there. "
+                f"Point {ROOT_ENV} at the folder you cloned (the one holding pyproject.toml, "
+                f"docs/ and solutions/), or unset it to search upwards from the working "
+                f"directory.")
+        return root
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if _is_course_root(folder):
+            return folder
+    raise FileNotFoundError(
+        f"found no clone of the course: looked for {wanted} in {here} and every folder "
+        f"above it. Run from inside a clone of the course (git clone it, then work in that "
+        f"folder or below it), or set {ROOT_ENV}=/path/to/the/clone.")

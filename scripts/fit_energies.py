@@ -30,7 +30,7 @@ import torch
 from nfcourse import flows as nf
 from nfcourse.objectives.free_energy import FreeEnergy
 from nfcourse.targets import ENERGIES, boxed, kl_to_target
-from nfcourse.train import TrainingError, fit
+from nfcourse.train import TrainConfig, TrainingError, fit
 
 FLOWS = [("Gaussian", 0), ("planar", 2), ("planar", 8), ("planar", 32),
          ("coupling", 2), ("coupling", 8), ("coupling", 32)]
@@ -53,8 +53,9 @@ def fit_one(target: str, kind: str, K: int, seed: int, steps: int, samples: int,
     q, lr = make_flow(kind, K, lr)
     t0 = time.perf_counter()
     try:
-        fit(q, objective=FreeEnergy(boxed(target), samples=samples, anneal=steps // 2),
-            max_steps=steps, epoch_steps=steps, lr=lr, seed=seed, progress=False)
+        fit(q, FreeEnergy(boxed(target), samples=samples, anneal=steps // 2),
+            config=TrainConfig(max_steps=steps, epoch_steps=steps, lr=lr, seed=seed,
+                               progress=False))
         result = kl_to_target(q.log_prob, target)
         kl, mass, nan = result.kl, result.mass, not math.isfinite(result.kl)
     except TrainingError:

@@ -29,7 +29,7 @@ import torch
 from nfcourse import flows as nf
 from nfcourse.data import DIGITS_LEVELS, load_digits, load_mnist
 from nfcourse.objectives.density import MaximumLikelihood, bits_per_dim
-from nfcourse.train import evaluate, fit
+from nfcourse.train import TrainConfig, evaluate, fit
 from nfcourse.utils import get_device, run_info, seed_everything, write_result
 
 
@@ -66,22 +66,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data", choices=["digits", "mnist"], default="digits")
     p.add_argument("--model", choices=["gaussian", "realnvp", "multiscale", "maf"],
                    default="multiscale")
-    p.add_argument("--epochs", type=int, default=500)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--patience", type=int, default=None)
     p.add_argument("--couplings", type=int, default=8, help="RealNVP: checkerboard couplings")
     p.add_argument("--steps", type=int, default=3, help="multi-scale: Glow steps per scale")
     p.add_argument("--hidden", type=int, default=32, help="conv channels of the conditioners")
     p.add_argument("--layers", type=int, default=5, help="MAF layers")
     p.add_argument("--maf-hidden", type=int, default=128)
-    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
-                   help="stop training after this many minutes (--resume goes on from there)")
-    p.add_argument("--checkpoint-dir", default=None)
-    p.add_argument("--resume", action="store_true")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    TrainConfig.add_arguments(p, defaults={"epochs": 500, "log": True, "progress": False},
+                              skip=("epoch_steps",))
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -95,12 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         train, valid, test = (v.flatten(1) for v in (train, valid, test))
     objective = MaximumLikelihood(levels=levels)
     t0 = time.perf_counter()
-    history = fit(q, train, valid, objective=objective, epochs=args.epochs,
-                  batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                  time_limit=None if args.time_limit is None else 60 * args.time_limit,
-                  checkpoint_dir=args.checkpoint_dir,
-                  resume=args.resume, seed=args.seed,
-                  log=lambda line: print(line, flush=True))
+    config = TrainConfig.from_args(args)
+    history = fit(q, objective, train, valid, config)
     nll = -evaluate(q, test, objective, seed=args.seed + 3)
     result = {
         "data": args.data, "model": args.model, "test_nll": round(nll, 3),
@@ -111,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_seconds": round(time.perf_counter() - t0, 1),
         "parameters": sum(v.numel() for v in q.parameters()),
         "levels": levels, "train_images": len(train), "test_images": len(test),
-        **run_info(device), "max_epochs": args.epochs,
+        **run_info(device), "max_epochs": args.epochs, "config": config.as_dict(),
     }
     # the settings, without overwriting what was measured (e.g. the epochs trained)
     result.update({k: v for k, v in vars(args).items()

@@ -35,16 +35,14 @@ import torch
 from nfcourse import objectives
 from nfcourse.data import load_binarized_mnist
 from nfcourse.models import POSTERIORS, VAE, FlowPrior, MixturePrior, make_posterior
-from nfcourse.flows import MLP, coupling_flow, maf_flow
-from nfcourse.train import evaluate, fit, load_checkpoint, refit_encoder
+from nfcourse.flows import ACTIVATIONS, MLP, coupling_flow, maf_flow
+from nfcourse.objectives import Bound
+from nfcourse.train import TrainConfig, evaluate, fit, load_checkpoint, refit_encoder
 from nfcourse.utils import get_device, run_info, seed_everything, write_result
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--z-dim", type=int, default=40)
     p.add_argument("--hidden", type=int, nargs="+", default=[400],
                    help="hidden units per layer of the encoder and decoder MLPs (default: 400)")
@@ -75,26 +73,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prior-components", type=int, default=20)
     p.add_argument("--prior-layers", type=int, default=6)
     p.add_argument("--prior-hidden", type=int, default=128)
-    p.add_argument("--activation", default="relu",
-                   choices=["relu", "tanh", "softplus", "elu", "gated"])
+    p.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS),
+                   help="hidden units of the encoder and decoder (R&M: maxout, pool 4)")
     p.add_argument("--anneal", nargs="?", type=int, const=10_000, default=0,
                    help="R&M's schedule beta_t = min(1, 0.01 + t/N) over N steps "
                         "(N = 10000 when given without a value)")
     p.add_argument("--dropout", type=float, default=0.0,
                    help="dropout after each hidden layer of both MLPs, in training only")
-    p.add_argument("--ema", type=float, default=None,
-                   help="validate, keep and evaluate a moving average of the parameters "
-                        "with this decay (e.g. 0.999)")
-    p.add_argument("--lr-milestones", type=int, nargs="+", default=[],
-                   help="multiply the learning rate by --lr-gamma after each of these epochs")
-    p.add_argument("--lr-gamma", type=float, default=0.1)
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="stop training after this many steps (then evaluate as usual)")
     p.add_argument("--k", type=int, default=1, help="posterior samples per ELBO estimate")
-    p.add_argument("--patience", type=int, default=None,
-                   help="early stopping: epochs without a better validation ELBO")
-    p.add_argument("--time-limit", type=float, default=None,
-                   help="stop training after this many minutes (then evaluate as usual)")
     p.add_argument("--nll-samples", type=int, default=5000,
                    help="importance samples S per test image for the NLL (0 to skip)")
     p.add_argument("--nll-batch-size", type=int, default=100)
@@ -123,19 +109,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                         "a fixed --epochs chosen by an earlier run with early stopping; no "
                         "validation curve, so no --patience")
     p.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images")
-    p.add_argument("--checkpoint-dir", default=None)
-    p.add_argument("--resume", action="store_true", help="continue from <checkpoint-dir>/last.pt")
     p.add_argument("--eval-only", action="store_true",
                    help="skip training; evaluate <checkpoint-dir>/best.pt")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
-    p.add_argument("--cuda-graph", action="store_true",
-                   help="on a GPU, replay each training step from a CUDA graph once annealing "
-                        "is over (nfcourse.train.fit(cuda_graph=True); not yet run on a GPU: "
-                        "run pytest --device cuda tests/test_train.py -k cuda first)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="JSON result file "
                                                   "(default <checkpoint-dir>/result.json)")
+    # the training settings, each written once: nfcourse.train.TrainConfig's fields
+    TrainConfig.add_arguments(p, defaults={"epochs": 2000, "log": True},
+                              skip=("epoch_steps", "loss_every"))
     return p.parse_args(argv)
 
 
@@ -154,6 +136,10 @@ def make_prior(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
+    try:
+        config = TrainConfig.from_args(args)
+    except ValueError as e:
+        sys.exit(f"train_vae.py: {e}")
     if args.train_plus_valid and args.patience is not None:
         sys.exit("--train-plus-valid leaves no validation set for --patience: give a fixed "
                  "--epochs instead (e.g. the best epoch of a run with early stopping)")
@@ -190,13 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
         history = load_checkpoint(Path(args.checkpoint_dir) / "last.pt")["history"]
         train_seconds = history["seconds"][-1]
     else:
-        history = fit(model, train, valid, epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, k=args.k, anneal=args.anneal, patience=args.patience,
-                      ema=args.ema, lr_milestones=args.lr_milestones, lr_gamma=args.lr_gamma,
-                      max_steps=args.max_steps,
-                      checkpoint_dir=args.checkpoint_dir, resume=args.resume, seed=args.seed,
-                      time_limit=None if args.time_limit is None else 60 * args.time_limit,
-                      cuda_graph=args.cuda_graph, log=log).as_dict()
+        history = fit(model, Bound("elbo", args.k, args.anneal), train, valid,
+                      config).as_dict()
         train_seconds = history["seconds"][-1]
     log(f"training: {history['stopped']}")
     refit = {}
@@ -207,13 +188,12 @@ def main(argv: list[str] | None = None) -> dict:
         torch.manual_seed(args.seed + 5)
         encoder = MLP(model.x_dim, model.posterior.param_dim(args.z_dim), args.refit_encoder,
                       args.activation, zero_last=False)
-        refit_history = refit_encoder(
-            model, train, valid, encoder=encoder, epochs=args.refit_epochs,
-            batch_size=args.batch_size, lr=args.refit_lr, ema=args.ema,
-            patience=None if valid is None else args.refit_patience,
-            checkpoint_dir=None if args.checkpoint_dir is None
-            else Path(args.checkpoint_dir) / "refit", resume=args.resume, seed=args.seed,
-            log=log)
+        refit_history = refit_encoder(model, train, valid, encoder, TrainConfig(
+            epochs=args.refit_epochs, batch_size=config.batch_size, lr=args.refit_lr,
+            ema=config.ema, patience=None if valid is None else args.refit_patience,
+            checkpoint_dir=None if config.checkpoint_dir is None
+            else Path(config.checkpoint_dir) / "refit", resume=config.resume, seed=config.seed,
+            progress=config.progress, log=config.log))
         refit.update(refit_encoder=args.refit_encoder, refit_lr=args.refit_lr,
                      refit_best_valid_elbo=None if valid is None
                      else round(refit_history.best_valid, 3),
@@ -275,9 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         "dropout": args.dropout, "seed": args.seed,
         # the training settings are not in the checkpoint: --eval-only cannot vouch for them
         **({"evaluated": str(Path(args.checkpoint_dir) / "best.pt")} if args.eval_only else {
-            "batch_size": args.batch_size, "lr": args.lr, "lr_milestones": args.lr_milestones,
-            "lr_gamma": args.lr_gamma, "anneal_steps": args.anneal, "patience": args.patience,
-            "ema": args.ema}),
+            **config.as_dict(), "anneal_steps": args.anneal, "k": args.k}),
         **run_info(device),
     })
     write_result(result, args.output, args.checkpoint_dir)

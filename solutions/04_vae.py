@@ -71,6 +71,7 @@ from nfcourse.checks import yours_or_reference
 from nfcourse.data import binarize, load_binarized_mnist, load_mnist
 from nfcourse.models import VAE, DiagonalGaussian, GaussianLikelihood, PointMass
 from nfcourse.vi import estimators
+from nfcourse.train import TrainConfig
 
 _ = seed_everything(0)
 device = get_device()
@@ -517,9 +518,9 @@ print("ELBO of an untrained VAE on 8 test digits:", [round(v, 1) for v in by_han
 
 # %%
 before = train.evaluate(vae, x_valid)
-history = train.fit(vae, x_train, x_valid, epochs=EPOCHS, batch_size=100, lr=1e-3,
-                    objective=objectives.elbo_of_parts(reparameterize_fn, elbo_fn),
-                    time_limit=budget.share(0.5), seed=0)
+history = train.fit(vae, objectives.elbo_of_parts(reparameterize_fn, elbo_fn), x_train, x_valid,
+                    TrainConfig(epochs=EPOCHS, batch_size=100, lr=1e-3,
+                                time_limit=budget.share(0.5), seed=0))
 train_seconds = history.seconds[-1]
 print(f"{history.stopped}; {history.epoch[-1]} epochs ({history.step[-1]} steps) in "
       f"{train_seconds:.0f} s on {device}; best validation ELBO {history.best_valid:.2f} "
@@ -765,8 +766,9 @@ def traverse(digit, rank, shift):
 # %%
 _ = seed_everything(0)
 ae = VAE(784, 40, 400, posterior=PointMass()).to(device)
-ae_history = train.fit(ae, x_train, x_valid, epochs=AE_EPOCHS, batch_size=100, lr=1e-3,
-                       objective="reconstruction", time_limit=budget.share(0.6), seed=0)
+ae_history = train.fit(ae, "reconstruction", x_train, x_valid,
+                       TrainConfig(epochs=AE_EPOCHS, batch_size=100, lr=1e-3,
+                                   time_limit=budget.share(0.6), seed=0))
 print(f"autoencoder: {ae_history.epoch[-1]} epochs in {ae_history.seconds[-1]:.0f} s; "
       f"validation log p(x | code) {ae_history.best_valid:.2f}; {budget}")
 assert ae_history.train_loss[-1] < ae_history.train_loss[0]

@@ -77,7 +77,7 @@ from nfcourse.models import VAE, FlowPrior, GaussianLikelihood, MixturePrior
 from nfcourse.plotting import (density_on_grid, grid_points, image_grid, plot_density,
                                plot_samples)
 from nfcourse.targets import ENERGIES, boxed, grid_log_density, kl_to_target
-from nfcourse.train import evaluate, fit
+from nfcourse.train import TrainConfig, evaluate, fit
 
 _ = seed_everything(0)
 started = time.perf_counter()
@@ -345,8 +345,9 @@ nice_affine = nf.FlowDistribution(nf.Flow([
     nf.MaskedCoupling(nf.half_mask(2, first=k % 2 == 0), hidden=(64, 64), law=law)
     for k in range(8)]))
 before = -evaluate(nice_affine, moons_test, MaximumLikelihood())
-fit(nice_affine, moons_train, objective=MaximumLikelihood(), batch_size=256, lr=3e-3,
-    epochs=math.ceil(TOY_STEPS * 256 / TOY_TRAIN), max_steps=TOY_STEPS, seed=0, progress=False)
+fit(nice_affine, MaximumLikelihood(), moons_train,
+    config=TrainConfig(batch_size=256, lr=3e-3, epochs=math.ceil(TOY_STEPS * 256 / TOY_TRAIN),
+                       max_steps=TOY_STEPS, seed=0, progress=False))
 after = -evaluate(nice_affine, moons_test, MaximumLikelihood())
 print(f"two moons, test NLL: {before:.3f} nats before training, {after:.3f} after")
 assert after < before - 0.3
@@ -382,9 +383,9 @@ for name in TOY_SETS:
     for K in COUPLINGS:
         torch.manual_seed(0)
         q = nf.FlowDistribution(nf.coupling_flow(2, K, hidden=(64, 64)))
-        fit(q, data, objective=MaximumLikelihood(), batch_size=256, lr=3e-3,
-            epochs=math.ceil(TOY_STEPS * 256 / TOY_TRAIN), max_steps=TOY_STEPS, seed=0,
-            progress=False)
+        fit(q, MaximumLikelihood(), data,
+            config=TrainConfig(batch_size=256, lr=3e-3, max_steps=TOY_STEPS, seed=0,
+                               epochs=math.ceil(TOY_STEPS * 256 / TOY_TRAIN), progress=False))
         toy_nll[name, K] = -evaluate(q, test, MaximumLikelihood())
         toy_models[name, K] = q
 print(f"{len(toy_nll)} fits in {time.perf_counter() - t0:.0f} s")
@@ -452,8 +453,8 @@ for name, objective, train_data in [("no noise: x / 17", MaximumLikelihood(),
                                     ("dequantized: (x + u) / 17", deq, d_train)]:
     torch.manual_seed(0)
     q = nf.FlowDistribution(nf.maf_flow(64, layers=5, hidden=(128,)))
-    history = fit(q, train_data, objective=objective, epochs=max(DIGIT_EPOCHS // 2, 2),
-                  batch_size=100, lr=1e-3, seed=0, progress=False)
+    history = fit(q, objective, train_data, config=TrainConfig(
+        epochs=max(DIGIT_EPOCHS // 2, 2), batch_size=100, lr=1e-3, seed=0, progress=False))
     # the training loss as the NLL of the discrete digits, bits per dimension
     offset = 64 * math.log(DIGITS_LEVELS) if objective is not deq else 0.0
     curves[name] = [bits_per_dim(v + offset, 64) for v in history.train_loss]
@@ -501,8 +502,8 @@ digit_results, digit_models = {}, {}
 for name, (build, view, lr) in DIGIT_MODELS.items():
     torch.manual_seed(0)
     q = build()
-    history = fit(q, view(d_train), view(d_valid), objective=deq, epochs=DIGIT_EPOCHS,
-                  batch_size=100, lr=lr, seed=0, progress=False)
+    history = fit(q, deq, view(d_train), view(d_valid),
+                  TrainConfig(epochs=DIGIT_EPOCHS, batch_size=100, lr=lr, seed=0, progress=False))
     nll = -evaluate(q, view(d_test), deq)
     digit_results[name] = dict(nll=nll, bpd=bits_per_dim(nll, 64), seconds=history.seconds[-1],
                                params=sum(p.numel() for p in q.parameters()),
@@ -648,8 +649,9 @@ for U in ENERGIES:
     for kind, K in FLOW_CONFIGS:
         torch.manual_seed(0)
         q, lr = energy_flow(kind, K)
-        fit(q, objective=Objective(boxed(U), samples=ENERGY_SAMPLES, anneal=ENERGY_STEPS // 2),
-            max_steps=ENERGY_STEPS, epoch_steps=ENERGY_STEPS, lr=lr, seed=0, progress=False)
+        fit(q, Objective(boxed(U), samples=ENERGY_SAMPLES, anneal=ENERGY_STEPS // 2),
+            config=TrainConfig(max_steps=ENERGY_STEPS, epoch_steps=ENERGY_STEPS, lr=lr, seed=0,
+                               progress=False))
         energy_fits[U, kind, K] = q
         kl_table[U, kind, K] = kl_to_target(q.log_prob, U)
 print(f"{len(kl_table)} fits in {time.perf_counter() - t0:.0f} s")
@@ -747,8 +749,8 @@ prior_results, prior_vaes = {}, {}
 for name, make in PRIORS.items():
     torch.manual_seed(0)
     vae = VAE(784, Z, 256, prior=make())
-    history = fit(vae, mnist_train, mnist_valid, epochs=VAE_EPOCHS, batch_size=100, lr=1e-3,
-                  seed=0, progress=False)
+    history = fit(vae, "elbo", mnist_train, mnist_valid,
+                  TrainConfig(epochs=VAE_EPOCHS, batch_size=100, lr=1e-3, seed=0, progress=False))
     log_px = objectives.log_marginal_is(vae, mnist_test, samples=NLL_S, progress=False,
                                         generator=torch.Generator().manual_seed(0))
     prior_results[name] = dict(

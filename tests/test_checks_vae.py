@@ -63,7 +63,8 @@ WRONG = [
     ("elbo", lambda x, xl, m, lv: -_bce(x, torch.sigmoid(xl), "none").sum(-1)
      - objectives.kl_std_normal(m, lv), "sigmoid was applied twice"),
     ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1)
-     - 0.5 * (lv.exp() + m**2 - lv).sum(-1), "−1 inside the KL"),
+     - 0.5 * (lv.exp() + m**2 - lv).sum(-1),
+     "the KL term is wrong: the −1 inside the sum"),
     ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1)
      - 0.5 * (torch.exp(0.5 * lv) + m**2 - lv - 1).sum(-1), "σ where σ²"),
     ("elbo", lambda x, xl, m, lv: objectives.elbo_closed_form(x, xl, m, lv).detach(),
@@ -73,9 +74,11 @@ WRONG = [
     ("elbo", lambda x, xl, m, lv: -F.binary_cross_entropy(x, torch.sigmoid(xl), reduction="none")
      .sum(-1) - objectives.kl_std_normal(m, lv), "arguments of binary_cross_entropy are swapped"),
     ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1)
-     - 0.5 * (lv.exp() ** 2 + m**2 - lv - 1).sum(-1), "the KL squares the variance"),
+     - 0.5 * (lv.exp() ** 2 + m**2 - lv - 1).sum(-1),
+     "the KL term is wrong: you squared the variance"),
     ("elbo", lambda x, xl, m, lv: -_bce(x, xl, "none").sum(-1)
-     - 0.5 * (lv + m**2 - lv.log() - 1).sum(-1), "the KL takes log_var for the variance"),
+     - 0.5 * (lv + m**2 - lv.log() - 1).sum(-1),
+     "the KL term is wrong: log_var is log σ², not the variance"),
     # 4.5b, unstable forms: exact for moderate logits, not for confident ones in float32
     ("elbo", lambda x, xl, m, lv: -F.binary_cross_entropy(torch.sigmoid(xl), x, reduction="none")
      .sum(-1) - objectives.kl_std_normal(m, lv), "clamps the log 0 that follows at −100"),

@@ -14,7 +14,7 @@ from nfcourse.data import DIGITS_LEVELS, load_digits, sample_toy
 from nfcourse.objectives.density import MaximumLikelihood, bits_per_dim, dequantize, discrete_nll
 from nfcourse.objectives.free_energy import FreeEnergy, free_energy
 from nfcourse.objectives import anneal_beta
-from nfcourse.train import evaluate, fit, load_checkpoint
+from nfcourse.train import TrainConfig, evaluate, fit, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,8 +76,8 @@ def test_maximum_likelihood_on_two_moons_lowers_the_nll():
     valid = sample_toy("two_moons", 500, torch.Generator().manual_seed(1)).float()
     q = realnvp_2d()
     before = -evaluate(q, valid, MaximumLikelihood())
-    history = fit(q, train, valid, objective=MaximumLikelihood(), epochs=15, batch_size=100,
-                  lr=3e-3, progress=False)
+    history = fit(q, MaximumLikelihood(), train, valid,
+                  TrainConfig(epochs=15, batch_size=100, lr=3e-3, progress=False))
     after = -evaluate(q, valid, MaximumLikelihood())
     assert after < before - 0.5, (before, after)
     # what validation reports is the held-out log-likelihood itself
@@ -96,7 +96,7 @@ def test_maximum_likelihood_on_dequantized_digits_reports_the_discrete_bound():
         + [nf.Inverse(nf.Logit(64, alpha=0.05))]))
     objective = MaximumLikelihood(levels=DIGITS_LEVELS)
     before = -evaluate(q, valid, objective)
-    fit(q, train, valid, objective=objective, epochs=3, batch_size=50, lr=1e-3, progress=False)
+    fit(q, objective, train, valid, TrainConfig(epochs=3, batch_size=50, lr=1e-3, progress=False))
     nll = -evaluate(q, valid, objective)
     assert nll < before
     # bits/dim of the discrete images: below the 4.09 of the uniform distribution on 17
@@ -122,8 +122,8 @@ def gaussian_energy(z):
 def test_free_energy_fit_of_a_gaussian_reaches_the_exact_answer(tmp_path):
     q = nf.FlowDistribution(None, shape=(2,), trainable_base=True)   # a flow of length 0
     objective = FreeEnergy(gaussian_energy, samples=200, anneal=200)
-    history = fit(q, objective=objective, max_steps=1500, epoch_steps=500, lr=0.03,
-                  checkpoint_dir=tmp_path, progress=False)
+    history = fit(q, objective, config=TrainConfig(max_steps=1500, epoch_steps=500, lr=0.03,
+                                                   checkpoint_dir=tmp_path, progress=False))
     assert history.step == [500, 1000, 1500] and history.stopped == "max_steps=1500 reached"
     torch.testing.assert_close(q.loc.detach(), MU, rtol=0, atol=0.05)
     torch.testing.assert_close(q.log_scale.exp().detach(), SIGMA, rtol=0.05, atol=0)
@@ -152,8 +152,8 @@ def test_planar_flow_free_energy_fit_is_reproducible_and_resumes(tmp_path):
     def run(**kwargs):
         torch.manual_seed(0)
         q = nf.FlowDistribution(nf.Planar(2, length=4))
-        h = fit(q, objective=FreeEnergy(gaussian_energy, samples=50, anneal=100),
-                epoch_steps=50, lr=1e-2, progress=False, seed=1, **kwargs)
+        h = fit(q, FreeEnergy(gaussian_energy, samples=50, anneal=100),
+                config=TrainConfig(epoch_steps=50, lr=1e-2, progress=False, seed=1, **kwargs))
         return q, h
     whole, h_whole = run(max_steps=200)
     run(max_steps=100, checkpoint_dir=tmp_path)
@@ -167,19 +167,19 @@ def test_planar_flow_free_energy_fit_is_reproducible_and_resumes(tmp_path):
 def test_an_objective_without_data_counts_steps():
     q = nf.FlowDistribution(None, shape=(2,), trainable_base=True)
     with pytest.raises(ValueError, match="has no data set.*max_steps"):
-        fit(q, objective=FreeEnergy(gaussian_energy), epochs=3, progress=False)
+        fit(q, FreeEnergy(gaussian_energy), config=TrainConfig(epochs=3, progress=False))
     with pytest.raises(ValueError, match="has no data set"):
-        fit(q, torch.zeros(10, 2), objective=FreeEnergy(gaussian_energy), max_steps=5,
-            progress=False)
+        fit(q, FreeEnergy(gaussian_energy), torch.zeros(10, 2),
+            config=TrainConfig(max_steps=5, progress=False))
     with pytest.raises(ValueError, match="MaximumLikelihood objective trains on data"):
-        fit(q, objective=MaximumLikelihood(), max_steps=5, progress=False)
-    with pytest.raises(ValueError, match="carries its own settings"):
-        fit(q, torch.zeros(10, 2), objective=MaximumLikelihood(), k=5, progress=False)
+        fit(q, MaximumLikelihood(), config=TrainConfig(max_steps=5, progress=False))
+    with pytest.raises(ValueError, match="carries its own"):
+        evaluate(q, torch.zeros(10, 2), MaximumLikelihood(), k=5)
 
 
 def test_a_nan_in_a_free_energy_fit_stops_with_a_clear_error():
     q = nf.FlowDistribution(None, shape=(2,), trainable_base=True)
     bad = lambda z: gaussian_energy(z) * torch.where(z[..., 0] > 3, torch.nan, 1.0)  # noqa: E731
     with pytest.raises(Exception, match=r"the loss became nan at step \d+"):
-        fit(q, objective=FreeEnergy(bad, samples=2000, anneal=False), max_steps=50,
-            progress=False)
+        fit(q, FreeEnergy(bad, samples=2000, anneal=False),
+            config=TrainConfig(max_steps=50, progress=False))

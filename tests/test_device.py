@@ -4,6 +4,7 @@ resume, the chunked NLL estimate, sampling; on a GPU, agreement with the CPU."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 import pytest
 import torch
 
@@ -11,7 +12,8 @@ from nfcourse import flows as nf
 from nfcourse import objectives
 from nfcourse.objectives.free_energy import FreeEnergy
 from nfcourse.models import VAE, FlowPosterior, FlowPrior, MixturePrior
-from nfcourse.train import fit
+from nfcourse.objectives import Bound
+from nfcourse.train import TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,14 +50,16 @@ def build(posterior, prior, device, seed=0):
 @pytest.mark.parametrize("prior", list(PRIORS))
 def test_the_vae_trains_resumes_and_estimates_on_the_device(posterior, prior, device, tmp_path):
     train, valid = data(120, 1), data(40, 2)
-    opts = dict(epochs=3, batch_size=40, lr=5e-3, anneal=10, ema=0.9, seed=1, progress=False)
+    elbo = Bound("elbo", anneal=10)
+    config = TrainConfig(epochs=3, batch_size=40, lr=5e-3, ema=0.9, seed=1, progress=False)
     whole = build(posterior, prior, device)
-    h_whole = fit(whole, train, valid, **opts)
+    h_whole = fit(whole, elbo, train, valid, config)
     assert h_whole.valid_bound[-1] > h_whole.valid_bound[0]
-    fit(build(posterior, prior, device), train, valid, checkpoint_dir=tmp_path,
-        **(opts | {"epochs": 1}))
+    fit(build(posterior, prior, device), elbo, train, valid,
+        replace(config, epochs=1, checkpoint_dir=tmp_path))
     resumed = build(posterior, prior, device, seed=5)
-    h_resumed = fit(resumed, train, valid, checkpoint_dir=tmp_path, resume=True, **opts)
+    h_resumed = fit(resumed, elbo, train, valid,
+                    replace(config, checkpoint_dir=tmp_path, resume=True))
     assert h_resumed.valid_bound == h_whole.valid_bound
     gen = torch.Generator(device=device).manual_seed(0)
     log_px = objectives.log_marginal_is(whole, valid[:8], samples=64, chunk_size=10,
@@ -72,8 +76,8 @@ def test_a_free_energy_fit_runs_on_the_device(device):
     torch.manual_seed(0)
     q = nf.FlowDistribution(nf.Planar(2, length=8)).to(device)
     energy = lambda z: 0.5 * ((z - 1.0) ** 2).sum(-1)  # noqa: E731
-    history = fit(q, objective=FreeEnergy(energy, samples=100, anneal=50), max_steps=300,
-                  epoch_steps=100, lr=1e-2, progress=False)
+    history = fit(q, FreeEnergy(energy, samples=100, anneal=50),
+                  config=TrainConfig(max_steps=300, epoch_steps=100, lr=1e-2, progress=False))
     assert history.train_loss[-1] < history.train_loss[0]
 
 

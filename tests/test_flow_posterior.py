@@ -3,6 +3,7 @@ reproducibility with generators, exact resume, and K = 0 as the diagonal Gaussia
 
 from __future__ import annotations
 
+from dataclasses import replace
 import pytest
 import torch
 from torch import nn
@@ -12,7 +13,8 @@ from nfcourse import flows as nf
 from nfcourse import objectives
 from nfcourse.closed_forms import diag_normal_log_prob
 from nfcourse.models import VAE, DiagonalGaussian, FlowPosterior
-from nfcourse.train import fit
+from nfcourse.objectives import Bound
+from nfcourse.train import TrainConfig, fit
 
 D = 3       # latent dimension
 F64 = torch.float64
@@ -145,17 +147,19 @@ def test_planar_posterior_elbo_is_bit_identical_with_a_seed():
 
 def test_planar_posterior_training_resumes_exactly(tmp_path):
     train, valid = binary_data(160, 1), binary_data(40, 2)
-    opts = dict(epochs=4, batch_size=32, lr=3e-3, anneal=20, ema=0.9, seed=3, progress=False)
+    elbo = Bound("elbo", anneal=20)
+    config = TrainConfig(epochs=4, batch_size=32, lr=3e-3, ema=0.9, seed=3, progress=False)
     whole = planar_vae()
-    h_whole = fit(whole, train, valid, **opts)
-    fit(planar_vae(), train, valid, checkpoint_dir=tmp_path, **(opts | {"epochs": 2}))
+    h_whole = fit(whole, elbo, train, valid, config)
+    fit(planar_vae(), elbo, train, valid, replace(config, checkpoint_dir=tmp_path, epochs=2))
     resumed = planar_vae(seed=99)   # different initial parameters: all comes from last.pt
-    h_resumed = fit(resumed, train, valid, checkpoint_dir=tmp_path, resume=True, **opts)
+    h_resumed = fit(resumed, elbo, train, valid,
+                    replace(config, checkpoint_dir=tmp_path, resume=True))
     assert h_resumed.valid_bound == h_whole.valid_bound
     assert h_resumed.train_loss == h_whole.train_loss
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(),
                                                  resumed.state_dict().values()))
-    again = fit(planar_vae(), train, valid, **opts)          # and the run is reproducible
+    again = fit(planar_vae(), elbo, train, valid, config)    # and the run is reproducible
     assert again.valid_bound == h_whole.valid_bound
 
 
@@ -175,9 +179,10 @@ def test_the_fast_paths_train_as_the_plain_ones_to_float_tolerance(monkeypatch):
     from nfcourse.flows import planar
 
     train, valid = binary_data(160, 1), binary_data(40, 2)
-    opts = dict(epochs=3, batch_size=32, lr=3e-3, anneal=20, seed=3, progress=False)
+    elbo = Bound("elbo", anneal=20)
+    config = TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=3, progress=False)
     fast = planar_vae()
-    h_fast = fit(fast, train, valid, **opts)
+    h_fast = fit(fast, elbo, train, valid, config)
 
     plain_adam = torch.optim.Adam
 
@@ -187,7 +192,7 @@ def test_the_fast_paths_train_as_the_plain_ones_to_float_tolerance(monkeypatch):
     monkeypatch.setattr(torch.optim, "Adam", unfused)
     monkeypatch.setattr(planar._PlanarChain, "apply", lambda *v: planar._chain(*v))
     slow = planar_vae()
-    h_slow = fit(slow, train, valid, **opts)
+    h_slow = fit(slow, elbo, train, valid, config)
     torch.testing.assert_close(h_fast.valid_bound, h_slow.valid_bound, rtol=1e-5, atol=1e-4)
     for a, b in zip(fast.state_dict().values(), slow.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -11,7 +11,7 @@ from torch.distributions import Categorical, Independent, MixtureSameFamily, Nor
 from nfcourse import flows as nf
 from nfcourse import objectives
 from nfcourse.models import VAE, DistributionPrior, FlowPrior, MixturePrior, StandardNormal
-from nfcourse.train import evaluate, fit
+from nfcourse.train import TrainConfig, evaluate, fit
 
 
 def realnvp_prior(dim=2, layers=4, seed=0, scale=0.15):
@@ -117,7 +117,8 @@ def test_learned_priors_train_a_vae_with_a_monte_carlo_kl(make_prior):
     train, valid = binary_data(300, 1), binary_data(100, 2)
     before_prior = [p.detach().clone() for p in prior.parameters()]
     before = evaluate(vae, valid)
-    history = fit(vae, train, valid, epochs=6, batch_size=32, lr=1e-2, progress=False)
+    history = fit(vae, "elbo", train, valid,
+                  TrainConfig(epochs=6, batch_size=32, lr=1e-2, progress=False))
     assert evaluate(vae, valid) > before + 2.0
     assert history.train_loss[-1] < history.train_loss[0]
     moved = max((p - q).abs().max().item() for p, q in zip(prior.parameters(), before_prior))

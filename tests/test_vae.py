@@ -345,6 +345,22 @@ def test_gated_mlp_layers_are_gated_linear_units():
         MLP(6, 2, 4, activation="swish")
 
 
+def test_maxout_mlp_layers_take_the_largest_of_four_pieces():
+    """R&M's units: h_j = max of a_{4j}, ..., a_{4j+3}; gradients reach only the winner."""
+    net = MLP(6, 2, [5, 3], activation="maxout", zero_last=False)
+    shapes = [tuple(m.weight.shape) for m in net if isinstance(m, nn.Linear)]
+    assert shapes == [(20, 6), (12, 5), (2, 3)]  # each hidden layer: 4h pieces, h units
+    x = torch.randn(7, 6)
+    pieces = net[0](x)
+    expected = torch.stack([pieces[:, 4 * j:4 * j + 4].max(-1).values for j in range(5)], -1)
+    torch.testing.assert_close(net[1](pieces), expected)
+    a = torch.randn(3, 8, requires_grad=True)
+    net[1](a).sum().backward()
+    assert (a.grad.view(3, 2, 4).sum(-1) == 1).all() and (a.grad >= 0).all()
+    vae = VAE(12, 2, [8], activation="maxout")
+    assert objectives.elbo(vae, torch.bernoulli(torch.full((3, 12), 0.5))).shape == (3,)
+
+
 def test_encoder_can_have_its_own_sizes():
     vae = VAE(12, 2, [8], encoder_hidden=[16, 5])
     sizes = lambda net: [tuple(m.weight.shape) for m in net if isinstance(m, nn.Linear)]
@@ -388,7 +404,7 @@ def test_refinement_can_start_anywhere_and_the_estimator_can_take_any_proposal()
 def test_elbo_of_parts_is_the_training_elbo_and_trains_on_the_students_functions():
     """Section 4 trains on the student's reparameterisation and ELBO: assembled from the
     reference parts it is exactly objectives.elbo (same noise), and fit runs on it."""
-    from nfcourse.train import fit
+    from nfcourse.train import TrainConfig, fit
     model = tiny_vae()
     x = binary(n=40)
     parts = objectives.elbo_of_parts()(model, x, 1.0, torch.Generator().manual_seed(0))
@@ -399,8 +415,8 @@ def test_elbo_of_parts_is_the_training_elbo_and_trains_on_the_students_functions
     def own_elbo(x, x_logits, mu, log_var):
         calls.append(1)
         return objectives.elbo_closed_form(x, x_logits, mu, log_var)
-    h = fit(model, x, None, objective=objectives.elbo_of_parts(elbo_fn=own_elbo), epochs=2,
-            batch_size=20, progress=False)
+    h = fit(model, objectives.elbo_of_parts(elbo_fn=own_elbo), x, None,
+            TrainConfig(epochs=2, batch_size=20, progress=False))
     assert len(calls) == 4 and h.train_loss[-1] < h.train_loss[0] + 5
     with pytest.raises(ValueError, match="no annealing"):
         objectives.elbo_of_parts()(model, x, 0.5, None)

@@ -11,7 +11,9 @@ independent computation. It prints one line when everything holds, and otherwise
 expected versus got, and, for the mistakes people usually make, what the mistake
 probably is. An unfinished stub's ``NotImplementedError`` passes through untouched.
 
-One module per section; the shared machinery lives in :mod:`nfcourse.checks.core`.
+One module per section; the shared machinery lives in :mod:`nfcourse.checks.core`, and
+the mistakes that more than one section looks for (a wrong KL to N(0, I)) in
+:mod:`nfcourse.checks.mistakes`.
 
 Once a check has passed, later cells run the student's own function:
 ``yours_or_reference(elbo, objectives.elbo_closed_form)`` returns it (and the reference

@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from nfcourse.checks.core import Exercise, Mistake, SelfCheckError, matches, self_check
+from nfcourse.checks.mistakes import kl_diag_std_normal_mistakes
 from nfcourse.closed_forms import LOG_2PI
 
 DTYPE = torch.float64
@@ -506,43 +507,15 @@ def kl_diag_std_normal(fn: Callable) -> None:
     q = Independent(Normal(m, std), 1)
     expected = kl_divergence(q, Independent(Normal(torch.zeros_like(m), torch.ones_like(m)), 1))
     mistakes: list[Mistake] = [
-        (0.5 * (var + m**2 - lv).sum(-1),
-         "the -1 inside the sum is missing (check: q = N(0, I), i.e. mu = 0 and "
-         "log_var = 0, must give KL = 0)"),
-        (0.5 * (std + m**2 - lv - 1).sum(-1),
-         "you used sigma where sigma^2 belongs: sigma^2 = exp(log_var)"),
-        (0.5 * (std + m**2 - 0.5 * lv - 1).sum(-1),
-         "you used sigma where sigma^2 belongs: sigma^2 = exp(log_var)"),
-        ((var + m**2 - lv - 1).sum(-1), "the factor 1/2 in front of the sum is missing"),
-        (0.5 * (var + m**2 + lv - 1).sum(-1), "the log term has the wrong sign: -log sigma^2"),
-        (0.5 * ((2 * lv).exp() + m**2 - 2 * lv - 1).sum(-1),
-         "log_var is log sigma^2, not log sigma: sigma^2 = exp(log_var)"),
-        (0.5 * (lv + m**2 - lv.log() - 1).sum(-1),
-         "log_var is log sigma^2, not the variance: sigma^2 = exp(log_var), and "
-         "log sigma^2 is log_var itself"),
-        (0.5 * (var + m**2 - lv.log() - 1).sum(-1),
-         "log sigma^2 is log_var itself: log(log_var) is the log of a log, NaN for "
-         "log_var < 0"),
-        (0.5 * (m**2 - 1).sum(-1),
-         "the sigma^2 and log sigma^2 terms cancel out: sigma^2 = exp(log_var), while "
-         "log sigma^2 = log_var"),
-        (0.5 * (lv + m**2 - var - 1).sum(-1),
-         "log_var and exp(log_var) are swapped: sigma^2 = exp(log_var) and "
-         "log sigma^2 = log_var"),
-        (0.5 * (var**2 + m**2 - lv - 1).sum(-1),
-         "you squared the variance: exp(log_var) is already sigma^2 (its square is sigma^4)"),
-        (0.5 * ((1 + m**2) / var + lv - 1).sum(-1),
-         "this is KL(N(0, I) || q), the arguments swapped: the expectation is under q"),
-        (expected / k, "you averaged over the k dimensions; the KL of independent "
-                       "coordinates is their sum"),
+        *kl_diag_std_normal_mistakes(m, lv),
         (0.5 * (var + m**2 - lv - 1), "sum over the last axis: one KL per row"),
         (expected.sum(), "you summed over the batch too: one KL per row, shape [batch]"),
     ]
     got = ex.call(fn, mu, log_var)
     got = ex.verdict(got, expected, "KL for a batch of 6 diagonal Gaussians", mistakes,
                    shape_hint="one KL per row: sum over the last axis only, shape [batch]",
-                   nan_hint="log_var = log sigma^2 is negative for sigma^2 < 1, so its log or "
-                            "square root is NaN: it is not the variance; sigma^2 = exp(log_var)")
+                   nan_hint="log_var = log σ² is negative for σ² < 1, so its log or "
+                            "square root is NaN: it is not the variance; σ² = exp(log_var)")
     if not got.requires_grad:
         ex.fail("no gradient flows through your answer",
                 hint="keep the computation in torch (no .item(), numpy or math.exp): "

@@ -46,7 +46,7 @@ from nfcourse.flows.logit import Logit
 from nfcourse.flows.made import MADE, MaskedLinear
 from nfcourse.flows.masks import alternating_mask, channel_mask, checkerboard_mask, half_mask
 from nfcourse.flows.multiscale import FactorOut, Squeeze
-from nfcourse.flows.nets import MLP, ConvNet
+from nfcourse.flows.nets import ACTIVATIONS, MLP, ConvNet, Maxout
 from nfcourse.flows.permutation import RandomPermutation, ReversePermutation
 from nfcourse.flows.planar import Planar
 from nfcourse.flows.radial import Radial
@@ -64,7 +64,7 @@ __all__ = [
     "BijectionTransform", "ConvNet", "DiagonalScaling", "FactorOut", "Flow",
     "FlowDistribution", "HouseholderSylvester", "IAF", "InvConv1x1", "Inverse", "LULinear",
     "Logit",
-    "MADE", "MAF", "MLP", "MaskedCoupling", "MaskedLinear", "masked_affine_coupling", "OrthogonalSylvester", "Planar", "Radial",
+    "ACTIVATIONS", "MADE", "MAF", "MLP", "Maxout", "MaskedCoupling", "MaskedLinear", "masked_affine_coupling", "OrthogonalSylvester", "Planar", "Radial",
     "RandomPermutation", "ReversePermutation", "Squeeze", "Sylvester", "TriangularSylvester",
     "alternating_mask", "channel_mask", "checkerboard_mask", "half_mask", "rsample_base",
     "coupling_flow", "maf_flow", "multiscale_image", "realnvp_image",

@@ -20,16 +20,24 @@ Its ``forward`` is the preprocessing direction, data to logits. A density model 
 ``FlowDistribution.log_prob(x)`` runs this layer first and the log-det of the preprocessing
 is part of :math:`\log q(x)`:
 :math:`\log q(x) = \log q_Y(\operatorname{logit} p) + \log|\det \partial y / \partial x|`.
+
+Domains: ``forward`` needs :math:`0 < p < 1`, i.e.
+:math:`-\alpha/(1-2\alpha) < x < (1-\alpha)/(1-2\alpha)`, an interval a little wider than
+:math:`(0, 1)` (exactly :math:`(0, 1)` for :math:`\alpha = 0`), which is also the range of
+``inverse``; outside it the logit is NaN or infinite, so ``forward`` raises a ``ValueError``
+instead. ``inverse`` takes any real :math:`y`.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from nfcourse.flows.base import Bijection
+from nfcourse.utils import values_checkable
 
 __all__ = ["Logit"]
 
@@ -67,8 +75,28 @@ class Logit(Bijection):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check_x(x)
         p = self.alpha + (1 - 2 * self.alpha) * x
+        if values_checkable(p) and not bool(((p > 0) & (p < 1)).all()):
+            self._out_of_domain(x)
         y = p.log() - (-p).log1p()
         return y, self._log_det(y)
+
+    def _out_of_domain(self, x: Tensor) -> None:
+        """Raise the error for data whose logit would be NaN or infinite."""
+        a = self.alpha
+        low, high = -a / (1 - 2 * a), (1 - a) / (1 - 2 * a)
+        domain = ("(0, 1)" if a == 0 else
+                  f"({low:.4g}, {high:.4g}), where alpha + (1 - 2 alpha) x is in (0, 1)")
+        finite = x[torch.isfinite(x)]
+        got = (f"values in [{finite.min().item():g}, {finite.max().item():g}]"
+               if finite.numel() else "no finite values")
+        if finite.numel() < x.numel():
+            got += " and NaN or inf"
+        raise ValueError(
+            f"Logit(alpha={a:g}).forward maps data in (0, 1) to logits; it takes x in "
+            f"{domain}, and got {got}. Rescale the data into (0, 1) first, e.g. integer "
+            f"pixel levels with nfcourse.objectives.dequantize(x, levels); if x is on the "
+            f"real line already (noise, logits), you want the other direction, the sigmoid "
+            f"Inverse(Logit(dim)).")
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         self._check_x(y)

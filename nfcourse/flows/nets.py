@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "ConvNet", "split_output", "ACTIVATIONS"]
+__all__ = ["MLP", "ConvNet", "Maxout", "split_output", "ACTIVATIONS"]
 
 
 def split_output(out: Tensor, parts: int, dim: int = -1) -> tuple[Tensor, ...]:
@@ -32,10 +32,27 @@ def split_output(out: Tensor, parts: int, dim: int = -1) -> tuple[Tensor, ...]:
     return pieces
 
 
+class Maxout(nn.Module):
+    r"""Maxout units (Goodfellow et al. 2013): each of the ``h`` units is the largest of
+    ``pool`` linear pieces, :math:`h_j = \max_{i < p}\, a_{p j + i}` with :math:`a = W x + c`
+    of width :math:`p h`. Rezende & Mohamed's MLPs have 400 such units with pool 4.
+
+    >>> Maxout()(torch.tensor([[1.0, -2.0, 3.0, 0.0, -1.0, -5.0, -3.0, -2.0]]))
+    tensor([[ 3., -1.]])
+    """
+
+    #: how many linear pieces feed one unit: the Linear before it is this much wider
+    widen = 4
+
+    def forward(self, a: Tensor) -> Tensor:
+        return a.unflatten(-1, (-1, self.widen)).amax(-1)
+
+
 #: Hidden-layer activations by name. "gated": h = a ⊙ σ(b) with [a, b] = W x + c (gated
 #: linear units, Dauphin et al. 2017; the MLPs of Tomczak & Welling's VampPrior VAE).
+#: "maxout": R&M's units, the largest of 4 linear pieces (:class:`Maxout`).
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU,
-               "gated": nn.GLU}
+               "gated": nn.GLU, "maxout": Maxout}
 
 
 class MLP(nn.Sequential):
@@ -45,7 +62,8 @@ class MLP(nn.Sequential):
     (an int or a sequence of ints).
 
     - ``activation``: a name of :data:`ACTIVATIONS` or a module class. ``"gated"`` makes
-      each hidden layer ``Linear(in, 2h) -> GLU``: ``h`` gated units, twice the weights.
+      each hidden layer ``Linear(in, 2h) -> GLU``: ``h`` gated units, twice the weights;
+      ``"maxout"`` ``Linear(in, 4h) -> Maxout``: ``h`` units, four times the weights.
     - ``dropout > 0`` adds ``Dropout(dropout)`` after each hidden layer (training mode only).
     - ``zero_last`` starts the last layer at zero, so a coupling layer starts as the
       identity (Glow's practice); an encoder or decoder wants ``zero_last=False``.
@@ -73,9 +91,10 @@ class MLP(nn.Sequential):
         sizes = [hidden] if isinstance(hidden, int) else list(hidden)
         layers: list[nn.Module] = []
         width_in = in_features
+        # GLU halves its input, maxout quarters it: the Linear before them is wider
+        widen = 2 if activation is nn.GLU else getattr(activation, "widen", 1)
         for h in sizes:
-            gated = activation is nn.GLU
-            layers.append(nn.Linear(width_in, 2 * h if gated else h))  # GLU halves its input
+            layers.append(nn.Linear(width_in, widen * h))
             # in place after a Linear, whose backward does not need its output
             inplace = activation in (nn.ReLU, nn.LeakyReLU, nn.ELU)
             layers.append(activation(inplace=True) if inplace else activation())

@@ -52,6 +52,7 @@ from torch.distributions import Distribution
 
 from nfcourse.flows import MLP
 from nfcourse.models.likelihoods import Bernoulli, Likelihood
+from nfcourse.utils import values_checkable
 from nfcourse.models.posteriors import AmortizedQ, DiagonalGaussian, Posterior
 from nfcourse.models.priors import Prior, as_prior
 
@@ -130,8 +131,7 @@ class VAE(nn.Module):
                 f"number {self.x_dim}), got {list(x.shape)}")
         dtype = next(self.parameters()).dtype
         flat = flat.to(dtype)
-        if not (flat.is_cuda and torch.cuda.is_current_stream_capturing()):
-            # a CUDA graph cannot read values back; its data were checked in the warm-up
+        if values_checkable(flat):   # not while compiling: eager steps checked the data
             self.likelihood.validate(flat)
         return flat
 

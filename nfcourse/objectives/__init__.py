@@ -12,7 +12,7 @@
 Everything is importable from here: ``from nfcourse.objectives import elbo, FreeEnergy``.
 """
 
-from nfcourse.objectives.base import Objective, anneal_beta, warmup_steps
+from nfcourse.objectives.base import Objective, anneal_beta, mean_bound, warmup_steps
 from nfcourse.objectives.density import (MaximumLikelihood, bits_per_dim, dequantize,
                                          discrete_nll)
 from nfcourse.objectives.free_energy import FreeEnergy, free_energy, free_energy_terms
@@ -21,7 +21,7 @@ from nfcourse.objectives.vae import (Bound, BoundFn, bernoulli_log_likelihood, e
                                      kl_std_normal, log_marginal_is, log_weights,
                                      reconstruction, refine_posterior, reparameterize)
 
-__all__ = ["Objective", "anneal_beta", "warmup_steps", "MaximumLikelihood", "bits_per_dim",
+__all__ = ["Objective", "anneal_beta", "warmup_steps", "mean_bound", "MaximumLikelihood", "bits_per_dim",
            "dequantize", "discrete_nll", "FreeEnergy", "free_energy", "free_energy_terms",
            "Bound", "BoundFn", "bernoulli_log_likelihood", "elbo", "elbo_closed_form",
            "elbo_of_parts", "iwae", "iwae_bound", "kl_std_normal", "log_marginal_is",

@@ -23,7 +23,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["Objective", "anneal_beta", "warmup_steps"]
+from nfcourse.utils import eval_mode
+
+__all__ = ["Objective", "anneal_beta", "warmup_steps", "mean_bound"]
 
 
 def anneal_beta(step: int, start: float = 0.01, steps: int = 10_000) -> float:
@@ -73,3 +75,21 @@ def warmup_steps(anneal: bool | int) -> int:
     if anneal is not True and anneal is not False and int(anneal) < 0:
         raise ValueError(f"anneal={anneal!r}: True, False or a number of warm-up steps >= 0")
     return 10_000 if anneal is True else int(anneal) if anneal else 0
+
+
+@torch.no_grad()
+def mean_bound(model, data: Tensor | None, objective: Objective, batch_size: int = 1000,
+               seed: int = 0) -> float:
+    r""":math:`\frac1N \sum_n \text{bound}(x_n)` over ``data`` in eval mode (β = 1), with
+    noise from a generator seeded by ``seed`` (so two calls on the same model agree);
+    ``data=None`` for an objective without data (one batch of its own draws)."""
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with eval_mode(model):
+        if data is None:
+            return objective.bound(model, None, gen).mean().item()
+        total = 0.0
+        for start in range(0, data.shape[0], batch_size):
+            xb = data[start:start + batch_size].to(device)
+            total += objective.bound(model, xb, gen).sum().item()
+    return total / data.shape[0]

@@ -92,6 +92,7 @@ from torch import Tensor
 
 from nfcourse.closed_forms import bernoulli_log_likelihood, kl_std_normal, reparameterize
 from nfcourse.objectives.base import Objective, anneal_beta, warmup_steps
+from nfcourse.utils import eval_mode
 from nfcourse.utils import progress as _progress
 
 __all__ = ["reparameterize", "bernoulli_log_likelihood", "kl_std_normal", "elbo_closed_form",
@@ -199,9 +200,7 @@ def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: in
     if steps < 0 or lr <= 0 or k < 1:
         raise ValueError(f"steps={steps!r}, lr={lr!r}, k={k!r}: refining the posterior needs "
                          "steps >= 0, lr > 0 and k >= 1, e.g. steps=100, lr=3e-2, k=5")
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         x = model.prepare(x)
         with torch.no_grad():
             lam = model.encoder(x) if init is None else init.detach().clone()
@@ -213,8 +212,6 @@ def refine_posterior(model, x: Tensor, steps: int = 100, lr: float = 3e-2, k: in
                 neg_elbo = -log_weights(model, x, k, generator, params=lam).mean(0).sum()
                 lam.grad, = torch.autograd.grad(neg_elbo, lam)  # λ only, not θ or φ
                 optimizer.step()
-    finally:
-        model.train(was_training)
     return lam.detach()
 
 
@@ -238,8 +235,6 @@ def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100
     ``time_limit`` (seconds): stop after the first batch that ends past it; the result then
     holds the first ``len(result) < N`` points only (a guard for notebooks on slow machines).
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     n = x.shape[0]
     if chunk_size is None:
@@ -248,10 +243,10 @@ def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100
     out = []
     bar = _progress(range(math.ceil(n / batch_size) * len(chunks)),
                     desc=f"log p(x), S={samples}" + (f", q refined ({refine_steps} steps)"
-                                                      if refine_steps else "")) \
-        if progress else None
+                                                      if refine_steps else ""),
+                    disable=not progress)
     started = time.perf_counter()
-    try:
+    with eval_mode(model), bar:
         for start in range(0, n, batch_size):
             if time_limit is not None and out and time.perf_counter() - started > time_limit:
                 break
@@ -266,13 +261,8 @@ def log_marginal_is(model, x: Tensor, samples: int = 5000, batch_size: int = 100
             for c in chunks:
                 log_w = log_weights(model, xb, c, generator, params=lam)
                 acc = torch.logaddexp(acc, torch.logsumexp(log_w, 0))
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
             out.append(acc - math.log(samples))
-    finally:
-        if bar is not None:
-            bar.close()
-        model.train(was_training)
     return torch.cat(out).to(x.device)
 
 
@@ -289,15 +279,26 @@ class Bound(Objective):
     ``(model, x, beta, generator) -> bound [B]``.
 
     ``anneal``: ``True`` for R&M's β_t = min(1, 0.01 + t/10000), an int for another
-    number of warm-up steps, ``False``/0 for β = 1. Validation is at β = 1.
+    number of warm-up steps, ``False``/0 for β = 1. Validation is at β = 1. Only the ELBO
+    (and a function, which receives β) has a tempered form; the IWAE bound and the
+    reconstruction would ignore β while the log reported β < 1, so they refuse it.
 
     >>> Bound("elbo", anneal=True).temperature(4_900)
     0.5
+    >>> Bound("iwae", k=5, anneal=True)        # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Bound('iwae', anneal=True): the iwae bound has no annealed form ...
     """
 
     def __init__(self, bound: str | BoundFn = "elbo", k: int = 1, anneal: bool | int = False):
         self.fn = self._function(bound, k)
         self.warmup = warmup_steps(anneal)
+        if self.warmup and bound in ("iwae", "reconstruction"):
+            raise ValueError(f"Bound({bound!r}, anneal={anneal!r}): the {bound} bound has no "
+                             "annealed form (it would ignore beta while the log reported "
+                             "beta < 1); anneal the ELBO, Bound('elbo', anneal=...), or "
+                             "train this one with anneal=False")
 
     @staticmethod
     def _function(bound: str | BoundFn, k: int) -> BoundFn:

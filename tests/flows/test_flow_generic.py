@@ -127,8 +127,10 @@ def test_batch_shapes(case: Case, device):
             assert layer.inverse(y, **kb)[0].shape == xb.shape
     if len(case.event) == 1:
         # extra leading dims, e.g. S importance samples for each of B data points;
-        # context and params of shape [B, ...] broadcast over S
-        xs = torch.stack([x, 2 * x])
+        # context and params of shape [B, ...] broadcast over S; the second sample is a
+        # fresh draw of the case's inputs, so it stays in the layer's domain (Logit's)
+        other, _ = case.inputs(layer, batch=3, seed=2, device=device)
+        xs = torch.stack([x, other])
         y, log_det = layer(xs, **kwargs)
         assert y.shape == xs.shape and log_det.shape == (2, 3)
         torch.testing.assert_close(log_det[0], layer(x, **kwargs)[1])
