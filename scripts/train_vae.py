@@ -111,6 +111,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-size", type=int, default=None, help="evaluate on the first N test images")
     p.add_argument("--eval-only", action="store_true",
                    help="skip training; evaluate <checkpoint-dir>/best.pt")
+    p.add_argument("--eval-checkpoint", default=None, metavar="PATH",
+                   help="with --eval-only, evaluate this checkpoint instead of best.pt: a "
+                        "last.pt (or a copy of one taken during training), whose averaged "
+                        "parameters are used when it has them")
+    p.add_argument("--eval-images", choices=["test", "train"], default="test",
+                   help="measure the -ELBO and the NLL on the test images, or on the first "
+                        "--test-size training images (overfitting: the train-image NLL "
+                        "beside the test NLL)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--output", default=None, help="JSON result file "
@@ -132,6 +140,14 @@ def make_prior(args: argparse.Namespace):
         return FlowPrior(maf_flow(args.z_dim, args.prior_layers, hidden=(args.prior_hidden,),
                                   alpha=None))
     return None
+
+
+def save_per_image(log_px: torch.Tensor, key: str, args: argparse.Namespace) -> None:
+    """Each image's log p(x) beside the result (``result.nll_test.pt`` for ``result.json``),
+    so that two runs can be compared image by image (``scripts/ablation.py``)."""
+    where = args.output or (args.checkpoint_dir and Path(args.checkpoint_dir) / "result.json")
+    if where:
+        torch.save(log_px.detach().cpu(), Path(where).with_suffix(f".{key}.pt"))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -171,8 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.eval_only:
         if args.checkpoint_dir is None:
             sys.exit("--eval-only needs --checkpoint-dir")
-        model.load_state_dict(load_checkpoint(Path(args.checkpoint_dir) / "best.pt",
-                                              map_location=device)["model"])
+        state = load_checkpoint(args.eval_checkpoint or Path(args.checkpoint_dir) / "best.pt",
+                                map_location=device)
+        model.load_state_dict(state.get("averaged") or state["model"])
         history = load_checkpoint(Path(args.checkpoint_dir) / "last.pt")["history"]
         train_seconds = history["seconds"][-1]
     else:
@@ -203,7 +220,9 @@ def main(argv: list[str] | None = None) -> dict:
                      refit_seconds=round(refit_history.seconds[-1], 1)
                      if refit_history.seconds else 0.0)
         log(f"encoder refit: {refit_history.stopped}")
-    log(f"evaluating on {len(test)} test images")
+    if args.eval_images == "train":
+        test = train[:args.test_size]
+    log(f"evaluating on {len(test)} {args.eval_images} images")
     t_eval = time.perf_counter()
     neg_elbo = -evaluate(model, test, "elbo", batch_size=1000, seed=args.seed + 3)
     result = {
@@ -233,6 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
                 generator=gen, refine_steps=refine, refine_lr=args.refine_lr,
                 refine_k=args.refine_k)
             result[key] = round(-log_px.mean().item(), 3)
+            save_per_image(log_px, key, args)
             result[stderr_key] = round(log_px.std().item() / len(log_px) ** 0.5, 3)
             result[seconds_key] = round(time.perf_counter() - t_nll, 1)
         if args.proposal != "encoder":
@@ -241,7 +261,8 @@ def main(argv: list[str] | None = None) -> dict:
     result.update({
         "eval_seconds": round(time.perf_counter() - t_eval, 1),
         "wall_seconds": round(time.perf_counter() - t0, 1),
-        "test_images": len(test), "train_images": len(train),
+        "test_images": len(test), "train_images": len(train), "eval_images": args.eval_images,
+        **({"eval_checkpoint": args.eval_checkpoint} if args.eval_checkpoint else {}),
         "train_plus_valid": args.train_plus_valid,
         "posterior": args.posterior, "flow_length": args.flow_length, "prior": args.prior,
         **({"prior_components": args.prior_components} if args.prior == "mixture" else {}),

@@ -537,3 +537,42 @@ def test_rmsprop_with_momentum_trains_and_resumes_exactly(tmp_path):
         TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="momentum=0.9 is RMSprop's"):
         TrainConfig(momentum=0.9)
+
+
+@pytest.mark.skipif(not os.environ.get("NFCOURSE_DATA"), reason="needs NFCOURSE_DATA")
+def test_runs_compare_image_by_image(tmp_path):
+    """The ablation's tools: each image's log p(x) saved beside the result, the train-image
+    NLL of a checkpoint taken during training, and the paired difference of two runs."""
+    env = dict(os.environ, NFCOURSE_PROGRESS="0")
+    base = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "300",
+            "--test-size", "30", "--nll-samples", "8", "--batch-size", "100", "--z-dim", "2",
+            "--hidden", "8", "--threads", "1", "--epochs", "2"]
+    for name, extra in [("a", []), ("b", ["--activation", "maxout", "--lr", "3e-3"])]:
+        run_dir = tmp_path / name
+        ok = subprocess.run(base + extra + ["--checkpoint-dir", str(run_dir)],
+                            capture_output=True, text=True, env=env, timeout=300)
+        assert ok.returncode == 0, ok.stderr
+        log_px = torch.load(run_dir / "result.nll_test.pt", weights_only=True)
+        result = json.loads((run_dir / "result.json").read_text())
+        assert log_px.shape == (30,) and abs(-log_px.mean().item() - result["nll_test"]) < 1e-3
+    snapshot = tmp_path / "a" / "snapshot.pt"
+    snapshot.write_bytes((tmp_path / "a" / "last.pt").read_bytes())
+    ok = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / "a"), "--eval-only",
+                                "--eval-images", "train", "--eval-checkpoint", str(snapshot),
+                                "--output", str(tmp_path / "a" / "train.json")],
+                        capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    on_train = json.loads((tmp_path / "a" / "train.json").read_text())
+    assert on_train["eval_images"] == "train" and on_train["eval_checkpoint"] == str(snapshot)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "ablation.py"),
+                          str(tmp_path / "a" / "result.json"), str(tmp_path / "b" / "result.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    a_nll = torch.load(tmp_path / "a" / "result.nll_test.pt", weights_only=True)
+    b_nll = torch.load(tmp_path / "b" / "result.nll_test.pt", weights_only=True)
+    d = (a_nll - b_nll).double()
+    assert f"| b | test |" in out.stdout and f"{d.mean().item():+.3f}" in out.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "ablation.py"),
+                          str(tmp_path / "a" / "result.json"), str(tmp_path / "a" / "train.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "compare runs evaluated on the same images" in bad.stderr
