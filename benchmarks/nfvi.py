@@ -53,12 +53,13 @@ from nfcourse.objectives import Bound, elbo
 Z, HIDDEN, BATCH = 40, 400, 100
 
 
-def ours(k: int, seed: int = 0, compile: bool = False):
-    """Our NF-VAE and its step's loss: ``nfcourse.compiled.training_loss``, the function fit
-    runs, eager or compiled (``torch.compile``)."""
+def ours(k: int, seed: int = 0, compile: bool = False, device: str | torch.device = "cpu"):
+    """Our NF-VAE on ``device`` and its step's loss: ``nfcourse.compiled.training_loss``,
+    the function fit runs, eager or compiled (``torch.compile``, which picks its mode for
+    the model's device: so the model is moved first)."""
     torch.manual_seed(seed)
     posterior = FlowPosterior(nf.Planar(Z, length=k, amortized=True)) if k else None
-    model = VAE(784, Z, HIDDEN, activation="tanh", posterior=posterior)
+    model = VAE(784, Z, HIDDEN, activation="tanh", posterior=posterior).to(device)
     loss = training_loss(model, Bound("elbo"), compile=compile)
     return model, lambda x, step, gen: loss(x, step, gen)[0]
 
@@ -185,8 +186,7 @@ def main(argv=None) -> int:
                  for name, b in built.items()}
         failed = ""
         if args.compile:
-            twin = ours(k, compile=True)
-            twin[0].to(device)
+            twin = ours(k, compile=True, device=device)
             steps["compiled"] = make_step(*twin, batches, torch.Generator(device).manual_seed(0))
             try:
                 steps["compiled"]()                # compiles (a minute on a CPU)

@@ -1,7 +1,7 @@
 r"""What the training loop does besides its steps, as callbacks.
 
 :func:`nfcourse.train.fit` takes steps; everything else a run does is a callback, called
-at four points of the loop:
+at these points of the loop:
 
 - ``on_start(run)``: before the first step (a resumed run has been restored by then);
 - ``on_step(run, loss)``: after each step, with its mean loss;
@@ -15,7 +15,8 @@ and ``load_state(run, state)`` when a run resumes from a checkpoint, after every
 ``on_start``. ``run`` is the state
 of the loop (:class:`nfcourse.train.Run`): the model, the optimizer, the settings
 (``run.config``), the history, the epoch and step, and what callbacks share on it
-(``run.averaged``, ``run.improved``, ``run.cut``: end this epoch now).
+(``run.averaged``, ``run.improved``, ``run.bad_epochs``, ``run.cut``: end this epoch now;
+``run.finished``: the loop ended without an error).
 
 The features, each the equations or rules of the module docstring of
 :mod:`nfcourse.train`:
@@ -25,7 +26,7 @@ The features, each the equations or rules of the module docstring of
   :math:`\rho_t = \min(\rho, (1 + t)/(10 + t))`;
 - :class:`Validation`: the mean bound on held-out data, and the best parameters so far;
 - :class:`EarlyStopping`: stop after ``patience`` epochs without a better bound;
-- :class:`TimeLimit`: stop after the step that reaches the limit;
+- :class:`StepLimit` and :class:`TimeLimit`: stop after the step that reaches the limit;
 - :class:`ProgressBar`: a bar whose time estimate is honest under a time limit;
 - :class:`EpochLog`: one line per epoch;
 - :class:`Checkpoint`: ``last.pt`` and ``best.pt``, and resume.
@@ -47,7 +48,7 @@ from torch import nn
 from nfcourse.objectives import mean_bound
 from nfcourse.utils import progress as _progress
 
-__all__ = ["Callback", "ParameterAverage", "Validation", "EarlyStopping", "TimeLimit",
+__all__ = ["Callback", "ParameterAverage", "Validation", "EarlyStopping", "StepLimit", "TimeLimit",
            "ProgressBar", "EpochLog", "Checkpoint", "save_checkpoint", "load_checkpoint"]
 
 
@@ -138,29 +139,46 @@ class Validation(Callback):
             valid, run.improved = math.nan, True
         h.valid_bound.append(valid)
         if run.improved:
-            h.best_valid, h.best_epoch = valid, run.epoch + 1
+            h.best_valid, h.best_epoch, run.bad_epochs = valid, run.epoch + 1, 0
             run.best_state = copy.deepcopy(run.validated.state_dict())
+        else:
+            run.bad_epochs += 1
         return ""
 
     def on_end(self, run) -> None:
-        if run.best_state is not None:
+        # after an error the model stays as it was (at the last good step)
+        if run.finished and run.best_state is not None:
             run.model.load_state_dict(run.best_state)
 
 
 class EarlyStopping(Callback):
     """Stop after ``patience`` epochs without a better validation bound (after
-    :class:`Validation`, whose ``run.improved`` it reads)."""
+    :class:`Validation`, which counts them in ``run.bad_epochs``)."""
 
     def __init__(self, patience: int):
         self.patience = patience
 
     def on_epoch_end(self, run) -> str:
-        run.bad_epochs = 0 if run.improved else run.bad_epochs + 1
         h = run.history
         if run.bad_epochs >= self.patience:
             return (f"early stopping: no better validation bound for {self.patience} epochs "
                     f"(best {h.best_valid:.3f} at epoch {h.best_epoch})")
         return ""
+
+
+class StepLimit(Callback):
+    """Stop after ``max_steps`` steps in all (counted across resumes); the cut epoch is
+    validated and checkpointed as at an epoch's end."""
+
+    def __init__(self, max_steps: int):
+        self.max_steps = max_steps
+
+    def on_step(self, run, loss: float) -> None:
+        if run.step >= self.max_steps:
+            run.cut = True
+
+    def on_epoch_end(self, run) -> str:
+        return f"max_steps={self.max_steps} reached" if run.step >= self.max_steps else ""
 
 
 class TimeLimit(Callback):
@@ -175,7 +193,7 @@ class TimeLimit(Callback):
             run.cut = True
 
     def on_epoch_end(self, run) -> str:
-        if run.history.seconds[-1] - run.elapsed0 < self.seconds:
+        if run.seconds() - run.elapsed0 < self.seconds:
             return ""
         cut = ("" if run.taken == run.steps_per_epoch else
                f", {run.taken} of {run.steps_per_epoch} batches into epoch {run.epoch + 1}")
@@ -186,6 +204,8 @@ class ProgressBar(Callback):
     """A bar over the steps, with the loss and β every 10 steps. Under a time limit its
     total is what the limit lets training reach, so that its time estimate is honest; a
     planned stop (limit, patience) ends it complete."""
+
+    bar = None
 
     def on_start(self, run) -> None:
         total = run.total_steps
@@ -205,7 +225,9 @@ class ProgressBar(Callback):
             bar.total = max(bar.n, min(run.total_steps, reachable))
 
     def on_end(self, run) -> None:
-        if run.history.stopped:            # a planned stop is a finished bar
+        if self.bar is None:               # an earlier on_start failed
+            return
+        if run.finished:                   # a planned stop is a finished bar
             self.bar.total = self.bar.n
             self.bar.refresh()
         self.bar.close()
@@ -219,7 +241,7 @@ class EpochLog(Callback):
 
     def on_start(self, run) -> None:
         if run.resumed_from is not None:
-            self.log(f"resumed from {run.resumed_from} after epoch {run.epoch} "
+            self.log(f"resumed from {run.resumed_from} after epoch {run.resumed_after} "
                      f"(step {run.step})")
 
     def on_epoch_end(self, run) -> str:
@@ -227,7 +249,7 @@ class EpochLog(Callback):
         self.log(f"epoch {run.epoch + 1:4d}  step {run.step:7d}  train loss "
                  f"{h.train_loss[-1]:8.3f}  valid bound {h.valid_bound[-1]:9.3f}  beta "
                  f"{h.beta[-1]:.2f}  lr {run.config.lr_at(run.epoch):.1e}  "
-                 f"{h.seconds[-1]:7.0f} s")
+                 f"{run.seconds():7.0f} s")
         return ""
 
 

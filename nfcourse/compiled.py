@@ -24,6 +24,8 @@ What compiling must not change:
   fuses and reorders the arithmetic; ``tests/test_compiled.py`` checks the tolerance).
 - **The NaN check** sees the loss before the update: only the forward and backward are
   compiled, the loop checks the loss, then steps.
+- **Each batch shape compiles once** (``dynamic=False``): the last, smaller batch of an
+  epoch gets a graph of its own, compiled on its first use.
 - **Data checks** that read values (a Bernoulli decoder's data in [0, 1]) are skipped
   while compiling (:func:`nfcourse.utils.values_checkable`): the first, eager steps have
   checked the data's values.

@@ -49,6 +49,23 @@ def __getattr__(name: str) -> Path:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def portable(command: str) -> str:
+    """A run's command as a reader can run it from the repository: the script by its path
+    in the repository and the run directory as ``runs/<its name>``, with no path of the
+    machine that ran it.
+
+    >>> portable("/x/scripts/train_vae.py --epochs 3 --checkpoint-dir /root/r/planar_10 --seed 0")
+    'scripts/train_vae.py --epochs 3 --checkpoint-dir runs/planar_10 --seed 0'
+    """
+    words = command.split()
+    for i, word in enumerate(words):
+        if word.endswith(".py") and "/scripts/" in "/" + word:
+            words[i] = "scripts/" + Path(word).name
+        if i and words[i - 1] == "--checkpoint-dir":
+            words[i] = f"runs/{Path(word).name}"
+    return " ".join(words)
+
+
 def row_from(run: Path) -> dict:
     """The table's row of one run directory of ``scripts/train_vae.py`` (its result.json)."""
     r = json.loads((Path(run) / "result.json").read_text())
@@ -58,7 +75,7 @@ def row_from(run: Path) -> dict:
             "nll_stderr": r["nll_stderr"], "is_samples": r["nll_samples"], "updates": r["steps"],
             "train_images": r["train_images"], "hours": round(r["train_seconds"] / 3600, 2),
             "device": f"{r['device']} ({r['cpus']}-core {r['cpu']}, {threads} threads)",
-            "seed": r["seed"], "command": r["command"],
+            "seed": r["seed"], "command": portable(r["command"]),
             "flow_init": r.get("flow_init", "random") if r["flow_length"] else "—"}
 
 

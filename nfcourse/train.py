@@ -98,7 +98,7 @@ import torch
 from torch import Tensor, nn
 
 from nfcourse.callbacks import (Callback, Checkpoint, EarlyStopping, EpochLog, ParameterAverage,
-                                ProgressBar, TimeLimit, Validation, load_checkpoint,
+                                ProgressBar, StepLimit, TimeLimit, Validation, load_checkpoint,
                                 save_checkpoint)
 from nfcourse.compiled import training_loss
 from nfcourse.objectives import Bound, BoundFn, Objective, mean_bound
@@ -285,9 +285,9 @@ class Run:
         self.epoch = self.step = self.bad_epochs = self.taken = 0
         self.averaged: nn.Module | None = None
         self.best_state: dict | None = None
-        self.improved = self.cut = False
+        self.improved = self.cut = self.finished = False
         self.restored: dict | None = None
-        self.resumed_from = None
+        self.resumed_from, self.resumed_after = None, 0
         self.elapsed0, self.started = 0.0, time.perf_counter()
         self.callbacks: list[Callback] = []
 
@@ -335,7 +335,7 @@ class Run:
         self.history = History(**state["history"])
         self.epoch, self.step = state["epoch"] + 1, state["step"]
         self.bad_epochs = state["bad_epochs"]
-        self.restored, self.resumed_from = state, path
+        self.restored, self.resumed_from, self.resumed_after = state, path, self.epoch
         self.elapsed0 = self.history.seconds[-1] if self.history.seconds else 0.0
         if self.history.stopped.startswith("early stopping"):
             self.epoch = self.epochs  # that run had converged; nothing left to do
@@ -374,6 +374,8 @@ def standard_callbacks(config: TrainConfig, valid_data: Tensor | None) -> list[C
     callbacks.append(Validation(valid_data, config.valid_batch_size))
     if config.patience is not None:
         callbacks.append(EarlyStopping(config.patience))
+    if config.max_steps is not None:
+        callbacks.append(StepLimit(config.max_steps))
     if config.time_limit is not None:
         callbacks.append(TimeLimit(config.time_limit))
     if config.progress:
@@ -388,7 +390,7 @@ def standard_callbacks(config: TrainConfig, valid_data: Tensor | None) -> list[C
 def fit(model, objective: str | BoundFn | Objective = "elbo", train_data: Tensor | None = None,
         valid_data: Tensor | None = None, config: TrainConfig | None = None,
         callbacks: Sequence[Callback] = ()) -> History:
-    """Train ``model`` with Adam on ``objective`` (an :class:`~nfcourse.objectives.Objective`,
+    """Train ``model`` on ``objective`` (an :class:`~nfcourse.objectives.Objective`,
     or a VAE bound by name or function, see :func:`as_objective`) over ``train_data``
     (``[N, ...]``, any device: batches move to the model's device; none for an objective
     without data), validating on ``valid_data``, with the settings of ``config``
@@ -413,11 +415,13 @@ def fit(model, objective: str | BoundFn | Objective = "elbo", train_data: Tensor
                 callback.on_start(run)
             for callback in run.callbacks if run.restored is not None else ():
                 callback.load_state(run, run.restored)
+            run.started = time.perf_counter()      # the clock of this call's training
             for run.epoch in range(run.epoch, run.epochs):
                 train_epoch(run, train_data, loss_fn)
                 end_epoch(run)
                 if run.history.stopped:
                     break
+            run.finished = True
         finally:
             for callback in run.callbacks:
                 callback.on_end(run)
@@ -454,7 +458,7 @@ def train_epoch(run: Run, data: Tensor | None, loss_fn) -> None:
             h.loss_values.append(sum(window) / len(window))
         for callback in run.callbacks:
             callback.on_step(run, value)
-        if run.cut or (config.max_steps is not None and run.step >= config.max_steps):
+        if run.cut:
             break
     h.train_loss.append(epoch_loss / items)  # over the batches seen
 
@@ -485,15 +489,14 @@ def take_step(run: Run, batch: Tensor | None, loss_fn) -> tuple[float, int]:
 
 def end_epoch(run: Run) -> None:
     """Record the epoch; the callbacks validate, keep the best and may say why training
-    stops; then the step and epoch limits; then checkpoints (``after_epoch``)."""
-    h, config = run.history, run.config
+    stops (the first reason in their order: patience, steps, time); then the last epoch;
+    then checkpoints (``after_epoch``)."""
+    h = run.history
     h.epoch.append(run.epoch + 1)
     h.step.append(run.step)
     h.beta.append(run.objective.temperature(run.step))
-    h.seconds.append(run.seconds())
     reasons = [callback.on_epoch_end(run) for callback in run.callbacks]
-    if config.max_steps is not None and run.step >= config.max_steps:
-        reasons.append(f"max_steps={config.max_steps} reached")
+    h.seconds.append(run.seconds())                  # validation included
     if run.epoch + 1 == run.epochs:
         reasons.append(f"all {run.epochs} epochs done")
     h.stopped = next((reason for reason in reasons if reason), "")

@@ -22,6 +22,7 @@ online); ``../shared/data`` holds the test split only, so this command was not r
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--maf-hidden", type=int, default=128)
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
-    TrainConfig.add_arguments(p, defaults={"epochs": 500, "log": True, "progress": False},
+    TrainConfig.add_arguments(p, defaults={"epochs": 500, "log": True},
                               skip=("epoch_steps",))
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
         train, valid, test = (v.flatten(1) for v in (train, valid, test))
     objective = MaximumLikelihood(levels=levels)
     t0 = time.perf_counter()
-    config = TrainConfig.from_args(args)
+    try:
+        config = TrainConfig.from_args(args)
+    except ValueError as e:
+        sys.exit(f"train_flow.py: {e}")
     history = fit(q, objective, train, valid, config)
     nll = -evaluate(q, test, objective, seed=args.seed + 3)
     result = {

@@ -276,7 +276,10 @@ def main(argv: list[str] | None = None) -> dict:
         "dropout": args.dropout, "seed": args.seed,
         # the training settings are not in the checkpoint: --eval-only cannot vouch for them
         **({"evaluated": str(Path(args.checkpoint_dir) / "best.pt")} if args.eval_only else {
-            **config.as_dict(), "anneal_steps": args.anneal, "k": args.k}),
+            "config": config.as_dict(), "anneal_steps": args.anneal, "k": args.k,
+            # the settings' old flat keys, which earlier results and readers use
+            **{name: getattr(config, name) for name in ("batch_size", "lr", "lr_milestones",
+                                                        "lr_gamma", "patience", "ema")}}),
         **run_info(device),
     })
     write_result(result, args.output, args.checkpoint_dir)

@@ -12,7 +12,7 @@ from torch.func import jacrev, vmap
 from nfcourse import flows as nf
 from nfcourse import objectives
 from nfcourse.closed_forms import diag_normal_log_prob
-from nfcourse.models import VAE, DiagonalGaussian, FlowPosterior
+from nfcourse.models import VAE, DiagonalGaussian, FlowPosterior, make_posterior
 from nfcourse.objectives import Bound
 from nfcourse.train import TrainConfig, fit
 
@@ -231,3 +231,26 @@ def test_an_nf_vae_can_start_as_the_gaussian_vae():
     assert dz < 0.05 and dlog_q < 0.05 and dz > 0  # near the identity, not at its saddle
     with pytest.raises(ValueError, match="amortized flow posterior"):
         VAE(20, D, 16).start_flow_near_identity()
+
+
+def test_a_checkpoint_from_before_the_flow_distribution_still_loads():
+    """state_dicts written when FlowPosterior held its flow as ``posterior.flow`` (NICE's and
+    IAF's own parameters) load into today's ``posterior.distribution.flow``."""
+    torch.manual_seed(0)
+    model = VAE(20, D, 16, posterior=make_posterior("nice", D, 2, hidden=8))
+    old = {k.replace("posterior.distribution.flow.", "posterior.flow."): v
+           for k, v in model.state_dict().items()}
+    assert any(k.startswith("posterior.flow.") for k in old)
+    torch.manual_seed(1)
+    fresh = VAE(20, D, 16, posterior=make_posterior("nice", D, 2, hidden=8))
+    fresh.load_state_dict(old)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 fresh.state_dict().values()))
+
+
+def test_a_wrong_width_of_lambda_is_named():
+    q = FlowPosterior(nf.Planar(D, length=2, amortized=True))
+    with pytest.raises(ValueError, match=rf"reads λ of width {q.param_dim(D)}, got \(5, 7\)"):
+        q(torch.zeros(5, 7))
+    with pytest.raises(ValueError, match=r"reads λ of width 6, got \(5, 7\)"):
+        DiagonalGaussian()(torch.zeros(5, 7))

@@ -230,6 +230,10 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
                  checkpoint_dir=tmp_path)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # 0-based: epoch 2
     assert all(torch.isfinite(p).all() for p in m.parameters())
+    # the model stays at the last good step: not put back to the best epoch's parameters
+    best = model()
+    best.load_state_dict(load_checkpoint(tmp_path / "best.pt")["model"])
+    assert not same_parameters(m, best)
 
 
 def test_without_validation_data_the_last_epoch_is_kept(tmp_path):
@@ -576,3 +580,19 @@ def test_runs_compare_image_by_image(tmp_path):
                           str(tmp_path / "a" / "result.json"), str(tmp_path / "a" / "train.json")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "compare runs evaluated on the same images" in bad.stderr
+
+
+def test_a_failed_resume_reports_its_own_error(tmp_path):
+    """A last.pt of another model fails the restore; the error says so (the progress bar,
+    never started, must not hide it)."""
+    torch.manual_seed(0)
+    other = VAE(12, 3, 16)
+    train_on(other, synthetic(), None, epochs=1, batch_size=32, checkpoint_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="Error\\(s\\) in loading state_dict"):
+        train_on(model(), synthetic(), None, epochs=2, batch_size=32, checkpoint_dir=tmp_path,
+                 resume=True, progress=True)
+
+
+def test_the_step_limit_comes_before_the_time_limit():
+    _, h = run(epochs=10, max_steps=10, time_limit=3600)
+    assert h.step == [8, 10] and h.stopped == "max_steps=10 reached"

@@ -152,7 +152,9 @@ class AmortizedQ:
 
     def log_prob(self, z: Tensor) -> Tensor:
         """``log q(z | x)`` at any points ``z`` ``[..., B, d]``: the base's density at
-        f⁻¹(z) plus the inverse's log-det (numerical for planar layers), ``[..., B]``."""
+        f⁻¹(z) plus the inverse's log-det (numerical for planar layers), ``[..., B]``. A
+        flow without an inverse (Sylvester) raises ``NotImplementedError``: score its own
+        draws with :meth:`rsample_and_log_prob`."""
         if self.flow is None:
             return self.normal.log_prob(z)
         return self.family.distribution.log_prob(z, base=self.normal, **self.flow.kwargs)
@@ -250,11 +252,8 @@ class DiagonalGaussian(Posterior):
         return {"mu": slice(0, z_dim), "log_var": slice(z_dim, 2 * z_dim)}
 
     def forward(self, params: Tensor) -> AmortizedQ:
-        if params.shape[-1] % 2:
-            raise ValueError(f"a diagonal Gaussian reads λ = [μ, log σ²] of even width, got "
-                             f"{tuple(params.shape)}")
-        mu, log_var = params.chunk(2, dim=-1)
-        return AmortizedQ(self, params, mu, log_var)
+        pieces = self._checked(params, params.shape[-1] // 2)
+        return AmortizedQ(self, params, pieces["mu"], pieces["log_var"])
 
     def has_analytic_kl(self, prior: Prior | Distribution) -> bool:
         prior = as_prior(prior)
@@ -286,6 +285,7 @@ class FlowPosterior(Posterior):
             raise ValueError("a posterior over z [k, B, d] needs a flow on vectors "
                              "(event_dims=1)")
         self.distribution = None if flow is None else FlowDistribution(flow)
+        self.register_load_state_dict_pre_hook(_flow_keys_before_distribution)
 
     @property
     def flow(self) -> Bijection | None:
@@ -307,9 +307,7 @@ class FlowPosterior(Posterior):
 
     def forward(self, params: Tensor) -> AmortizedQ:
         flow = self.flow
-        z_dim = (params.shape[-1] if flow is None else
-                 params.shape[-1] - flow.param_dim - flow.context_dim) // 2
-        pieces = self._checked(params, z_dim)
+        pieces = self._checked(params, params.shape[-1] // 2 if flow is None else flow.dim)
         if flow is None:
             return AmortizedQ(self, params, pieces["mu"], pieces["log_var"])
         kwargs = {"params": pieces["flow"]} if "flow" in pieces else {}
@@ -333,6 +331,13 @@ class FlowPosterior(Posterior):
 
     def has_analytic_kl(self, prior: Prior | Distribution) -> bool:
         return self.flow is None and DiagonalGaussian.has_analytic_kl(self, prior)
+
+
+def _flow_keys_before_distribution(module, state_dict, prefix, *args) -> None:
+    """Checkpoints written before the flow sat in a FlowDistribution name its parameters
+    ``posterior.flow.…``; read them as ``posterior.distribution.flow.…``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "flow.")]:
+        state_dict[prefix + "distribution." + key[len(prefix):]] = state_dict.pop(key)
 
 
 _GAUSSIAN = DiagonalGaussian()   # the family of every q's base q0
