@@ -4,8 +4,11 @@ Rezende & Mohamed (2015), Table 2: test :math:`-\\ln p(x)` in nats on static bin
 for a DLGM whose posterior is a diagonal Gaussian (K = 0) pushed through K planar layers
 (their NF) or K NICE couplings. Our rows are ``docs/results/table2.csv``, one per run of
 ``scripts/train_vae.py`` (``scripts/table2.py RUN_DIR`` adds them). A run is a cell of the
-table together with its seed and its flow start (``flow_init``: ``random``, the encoder's
-default initialisation, or ``identity``, ``--flow-init identity``).
+table together with its seed, its flow start (``flow_init``: ``random``, the encoder's
+default initialisation, or ``identity``, ``--flow-init identity``) and its recipe (the
+optimizer, its step size and the hidden units: ``adam 0.0003, tanh`` for every row before
+the second round of issue 22). Beside the NLL, R&M's Fig. 4 gives their test bound
+:math:`\mathcal F = -\text{ELBO}` of the NF row, which our test −ELBO compares with.
 
 The CSV lives in the course's repository, which :func:`nfcourse.utils.repo_root` finds
 (``$NFCOURSE_ROOT``, else upwards from the working directory), never beside the installed
@@ -21,19 +24,23 @@ from pathlib import Path
 
 from nfcourse.utils import repo_root
 
-__all__ = ["PAPER", "PUBLIC", "FIELDS", "table2_csv", "row_from", "key", "read_table2",
+__all__ = ["PAPER", "PAPER_BOUND", "PUBLIC", "FIELDS", "table2_csv", "row_from", "key", "read_table2",
            "markdown", "plot_table2"]
 
 #: R&M (2015) Table 2, test -ln p(x) in nats; their DLGM with a diagonal Gaussian is K = 0.
 PAPER = {("planar", 10): 87.5, ("planar", 20): 86.5, ("planar", 40): 85.7, ("planar", 80): 85.1,
          ("nice", 10): 88.6, ("nice", 20): 87.9, ("nice", 40): 87.3, ("nice", 80): 87.2,
          ("diagonal", 0): 89.9}
+#: R&M (2015) Fig. 4, their test bound F (−ELBO, nats) of the NF (planar) row by K.
+PAPER_BOUND = {0: 96.7, 10: 93.6, 20: 92.0, 40: 90.6, 80: 89.6}
+#: The recipe of every row before the second round (issue 22): Adam at 3e-4, tanh units.
+FIRST_RECIPE = "adam 0.0003, tanh"
 #: The best public reproduction of R&M on the same data we know of.
 PUBLIC = {("planar", 0): 92.58, ("planar", 10): 88.95, ("planar", 20): 88.09,
           ("planar", 40): 87.45, ("planar", 80): 87.09, ("nice", 10): 89.96,
           ("nice", 20): 89.07, ("nice", 40): 88.41, ("nice", 80): 87.96}
 FIELDS = ["posterior", "K", "test_neg_elbo", "test_nll", "nll_stderr", "is_samples", "updates",
-          "train_images", "hours", "device", "seed", "command", "flow_init"]
+          "train_images", "hours", "device", "seed", "command", "flow_init", "recipe"]
 
 
 def table2_csv() -> Path:
@@ -76,14 +83,22 @@ def row_from(run: Path) -> dict:
             "train_images": r["train_images"], "hours": round(r["train_seconds"] / 3600, 2),
             "device": f"{r['device']} ({r['cpus']}-core {r['cpu']}, {threads} threads)",
             "seed": r["seed"], "command": portable(r["command"]),
-            "flow_init": r.get("flow_init", "random") if r["flow_length"] else "—"}
+            "flow_init": r.get("flow_init", "random") if r["flow_length"] else "—",
+            "recipe": recipe(r)}
+
+
+def recipe(result: dict) -> str:
+    """A run's recipe from its result.json: optimizer, step size, hidden units (results
+    without them are of the first recipe, which recorded them under these keys)."""
+    optimizer = result.get("config", {}).get("optimizer", "adam")
+    return f"{optimizer} {result.get('lr', 3e-4):g}, {result.get('activation', 'tanh')}"
 
 
 def key(r: dict) -> tuple:
-    """A run's place: (posterior, K, seed, flow start). Rows written before ``flow_init``
-    was recorded were random starts."""
+    """A run's place: (posterior, K, seed, flow start, recipe). Rows written before
+    ``flow_init`` was recorded were random starts; before ``recipe``, the first recipe."""
     start = r.get("flow_init") or ("random" if int(r["K"]) else "—")
-    return r["posterior"], int(r["K"]), int(r["seed"]), start
+    return r["posterior"], int(r["K"]), int(r["seed"]), start, r.get("recipe") or FIRST_RECIPE
 
 
 def read_table2(path: str | Path | None = None) -> list[dict]:
@@ -94,7 +109,7 @@ def read_table2(path: str | Path | None = None) -> list[dict]:
         return []
     rows = list(csv.DictReader(path.open()))
     for r in rows:
-        r["flow_init"] = key(r)[3]
+        r["flow_init"], r["recipe"] = key(r)[3:]
     return rows
 
 
@@ -107,41 +122,60 @@ def paper(r: dict) -> float | None:
 
 def markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table, beside R&M's and the public reproduction's numbers."""
-    lines = ["| posterior | K | flow start | R&M | public reproduction | ours: test NLL "
-             "| test −ELBO | updates | hours | seed |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| posterior | K | flow start | recipe | R&M | public reproduction | ours: test "
+             "NLL | R&M's bound F (Fig. 4) | ours: test −ELBO | updates | hours | seed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=key):
-        lines.append(f"| {r['posterior']} | {r['K']} | {key(r)[3]} | {paper(r) or '—'} | "
-                     f"{PUBLIC.get((r['posterior'], int(r['K'])), '—')} | "
+        bound = PAPER_BOUND.get(int(r["K"])) if r["posterior"] in ("planar", "diagonal") else None
+        lines.append(f"| {r['posterior']} | {r['K']} | {key(r)[3]} | {key(r)[4]} | "
+                     f"{paper(r) or '—'} | {PUBLIC.get((r['posterior'], int(r['K'])), '—')} | "
                      f"{float(r['test_nll']):.2f} ± {float(r['nll_stderr']):.2f} | "
-                     f"{float(r['test_neg_elbo']):.2f} | {int(r['updates']):,} | "
-                     f"{float(r['hours']):.2f} | {r['seed']} |")
+                     f"{bound or '—'} | {float(r['test_neg_elbo']):.2f} | "
+                     f"{int(r['updates']):,} | {float(r['hours']):.2f} | {r['seed']} |")
     return "\n".join(lines) + "\n"
 
 
-def plot_table2(ax, rows: list[dict]) -> None:
-    """Test NLL against K: R&M's two rows (solid), the public reproduction's (dotted) and
-    ours (markers with their standard errors), one series per posterior and flow start."""
-    ks = [0, 10, 20, 40, 80]
-    colour = {"planar": "C0", "nice": "C1", "diagonal": "k"}
+KS = [0, 10, 20, 40, 80]
+COLOUR = {"planar": "C0", "nice": "C1", "diagonal": "k"}
+
+
+def _plot_published(ax) -> None:
+    """R&M's two rows (solid), their NF row's test bound F (dashed, Fig. 4), and the public
+    reproduction's rows (dotted)."""
     for name, label in (("planar", "NF (planar)"), ("nice", "NICE")):
-        rm = [(k, PAPER[(name, k)]) for k in ks[1:]]
+        rm = [(k, PAPER[(name, k)]) for k in KS[1:]]
         if name == "planar":    # R&M give K = 0, their diagonal Gaussian, in the NF row only
             rm.insert(0, (0, PAPER[("diagonal", 0)]))
-        public = [(k, PUBLIC[(name, k)]) for k in ks if (name, k) in PUBLIC]
-        ax.plot(*zip(*rm), "-", color=colour[name], alpha=0.6, label=f"{label}, R&M")
-        ax.plot(*zip(*public), ":", color=colour[name], alpha=0.6, label=f"{label}, public")
+        public = [(k, PUBLIC[(name, k)]) for k in KS if (name, k) in PUBLIC]
+        ax.plot(*zip(*rm), "-", color=COLOUR[name], alpha=0.6, label=f"{label}, R&M")
+        ax.plot(*zip(*public), ":", color=COLOUR[name], alpha=0.6, label=f"{label}, public")
+    ax.plot(KS, [PAPER_BOUND[k] for k in KS], "--", color=COLOUR["planar"], alpha=0.4,
+            label="NF, R&M's bound F (−ELBO)")
+
+
+def plot_table2(ax, rows: list[dict]) -> None:
+    """Test NLL against K: the published rows (:func:`_plot_published`) and ours (filled
+    markers with their standard errors; our test −ELBO as open markers), one series per
+    posterior, flow start and recipe."""
+    _plot_published(ax)
     marker = {"—": "o", "identity": "o", "random": "x"}
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(rows, key=key):
-        groups.setdefault((r["posterior"], key(r)[3]), []).append(r)
-    for (posterior, start), group in groups.items():
+        groups.setdefault((r["posterior"], *key(r)[3:]), []).append(r)
+    for (posterior, start, recipe), group in groups.items():
         label = f"ours, {posterior}" + ("" if start == "—" else f", flow start {start}")
-        ax.errorbar([int(r["K"]) for r in group], [float(r["test_nll"]) for r in group],
-                    yerr=[float(r["nll_stderr"]) for r in group], fmt=marker.get(start, "s"),
-                    color=colour.get(posterior, "C2"), capsize=3, label=label)
+        label += "" if recipe == FIRST_RECIPE else f", {recipe}"
+        fmt = marker.get(start, "o") if recipe == FIRST_RECIPE else "s"
+        k = [int(r["K"]) for r in group]
+        ax.errorbar(k, [float(r["test_nll"]) for r in group],
+                    yerr=[float(r["nll_stderr"]) for r in group], fmt=fmt,
+                    color=COLOUR.get(posterior, "C2"), capsize=3, label=label)
+        ax.plot(k, [float(r["test_neg_elbo"]) for r in group], fmt if fmt != "x" else "+",
+                mfc="none", color=COLOUR.get(posterior, "C2"), alpha=0.6,
+                label=f"{label}: −ELBO")
     ax.set_xscale("symlog", linthresh=10)
-    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xticks(KS, [str(k) for k in KS])
     ax.set_xlabel("flow length K")
-    ax.set_ylabel("test −ln p(x), nats")
+    ax.set_ylabel("test −ln p(x) (filled), −ELBO (open), nats")
     ax.set_title("R&M Table 2, static binarized MNIST")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))

@@ -100,7 +100,8 @@ def write_result(run, **changes):
     result = {"posterior": "planar", "flow_length": 10, "neg_elbo_test": 94.0, "nll_test": 89.0,
               "nll_stderr": 0.2, "nll_samples": 5000, "steps": 100, "train_images": 60000,
               "train_seconds": 3600, "device": "cpu", "cpus": 2, "cpu": "x86_64",
-              "torch_threads": 2, "seed": 0, "command": "train_vae.py ..."}
+              "torch_threads": 2, "seed": 0, "command": "train_vae.py ...", "lr": 3e-4,
+              "activation": "tanh"}
     run.mkdir(exist_ok=True)
     (run / "result.json").write_text(json.dumps({**result, **changes}))
     return run
@@ -117,6 +118,12 @@ def test_table2_keeps_a_row_per_flow_start(tmp_path):
     assert table2.key(old) == table2.key(rows[0]) != table2.key(rows[1])
     text = table2.markdown(rows)
     assert "| planar | 10 | random |" in text and "| planar | 10 | identity |" in text
+    # a new recipe is a row of its own; the old recipe's row stays
+    maxout = table2.row_from(write_result(tmp_path / "maxout", flow_init="identity",
+                                          activation="maxout",
+                                          config={"optimizer": "rmsprop"}, lr=1e-5))
+    assert maxout["recipe"] == "rmsprop 1e-05, maxout" and table2.key(maxout) != table2.key(rows[1])
+    assert "| identity | rmsprop 1e-05, maxout |" in table2.markdown(rows + [maxout])
 
 
 def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):
@@ -163,6 +170,6 @@ def test_table2_script_replaces_a_runs_row_and_rewrites_the_doc(tmp_path, monkey
                                                                    ("80", "87.5", "2.0")]
     doc = (tmp_path / "docs" / "table2.md").read_text()
     assert doc.startswith("intro\n") and doc.endswith("<!-- table2:end -->\nafter\n")
-    assert ("| planar | 80 | identity | 85.1 | 87.09 | 87.50 ± 0.20 | 91.00 | 403,800 | 2.00 "
-            "| 0 |") in doc
+    assert ("| planar | 80 | identity | adam 0.0003, tanh | 85.1 | 87.09 | 87.50 ± 0.20 | 89.6 | "
+            "91.00 | 403,800 | 2.00 | 0 |") in doc
     assert "old" not in doc
