@@ -3,10 +3,14 @@
 
     python3 tasks.py course   # make .venv, install nfcourse, open JupyterLab on work/ (your copies)
     python3 tasks.py test     # make .venv, install nfcourse[test], run the whole test suite
+    python3 tasks.py progress # which exercises you have done, which fail, which are next
+    python3 tasks.py compare 6.5b  # your answer to Exercise 6.5b beside the solution's
 
-Both create ``.venv`` on first use and reinstall only when pyproject.toml changes.
+Each creates ``.venv`` on first use and reinstalls only when pyproject.toml changes.
 Arguments after ``test`` go to pytest (e.g. ``python3 tasks.py test -k curriculum``);
-after ``course`` to JupyterLab (e.g. ``--no-browser``).
+after ``course`` to JupyterLab (e.g. ``--no-browser``); after ``progress`` and ``compare``
+to ``python -m nfcourse progress`` / ``compare`` (``--help`` lists them: ``progress --run``
+reruns your notebooks first; ``progress DIR DIR ...`` is the group's table).
 
 To install a particular torch build (say the CPU one), pin it with pip's own
 ``PIP_CONSTRAINT`` variable; CI does that with .ci/constraints.txt.
@@ -51,13 +55,18 @@ def ensure_env(extra: str | None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"course", "test"}:
+    if not argv or argv[0] not in {"course", "test", "progress", "compare"}:
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
     if command == "course":
         ensure_env(None)
         return subprocess.call([str(PYTHON), "-m", "nfcourse", "lab", *rest], cwd=ROOT)
+    if command in {"progress", "compare"}:
+        # run where the user is (folders given are relative to it), on this clone
+        ensure_env(None)
+        env = {**os.environ, "NFCOURSE_ROOT": os.environ.get("NFCOURSE_ROOT") or str(ROOT)}
+        return subprocess.call([str(PYTHON), "-m", "nfcourse", command, *rest], env=env)
     ensure_env("test")
     return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
 

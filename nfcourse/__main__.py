@@ -1,4 +1,5 @@
-"""Command line: ``python -m nfcourse build-curriculum`` and ``python -m nfcourse lab``."""
+"""Command line: ``python -m nfcourse build-curriculum``, ``lab``, ``progress`` and
+``compare``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nfcourse import curriculum
+from nfcourse import comparison, curriculum, exercises, progress_report
 
 #: JupyterLab's document types whose files jupytext opens as notebooks on double-click.
 JUPYTEXT_VIEWERS = {"python": "Jupytext Notebook", "markdown": "Jupytext Notebook"}
@@ -90,6 +91,61 @@ def lab(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover (execv does not return)
 
 
+def show_progress(args: argparse.Namespace) -> int:
+    """One student's tables (no folder, or one), or the group's (several folders)."""
+    root = curriculum.repo_root()
+    folders = [Path(f) for f in args.folders] or [exercises.work_folder(root)]
+    missing = [f for f in folders if not f.is_dir()]
+    if missing:
+        print(f"no folder {missing[0]}" + (": `python3 tasks.py course` makes your copies of "
+                                           "the notebooks in work/" if not args.folders else ""))
+        return 1
+    if args.run:
+        for folder in folders:
+            print(f"Rerunning the notebooks in {folder} to refresh the record")
+            progress_report.run_notebooks(folder)
+    if len(folders) == 1:
+        print(progress_report.student_report(root, folders[0]))
+    else:
+        print(progress_report.group_report(root, folders))
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The list of exercises, or one exercise's answers side by side."""
+    root = curriculum.repo_root()
+    if args.exercise is None:
+        print(comparison.listing(root))
+        print("\npython3 tasks.py compare NUMBER shows your answer beside the solution's.")
+        return 0
+    folder = Path(args.work) if args.work else None
+    try:
+        view = comparison.exercise_comparison(args.exercise, root, folder)
+    except comparison.UnknownExercise as err:
+        print(f"compare: {err}", file=sys.stderr)
+        return 2
+    print(view.text(side_by_side=args.side_by_side))
+    return 0
+
+
+def _add_study_commands(commands) -> None:
+    """The study group's two views: ``progress`` and ``compare``."""
+    shown = commands.add_parser(
+        "progress", help="which exercises you have done (✔), failing (✘) or not started (○)")
+    shown.add_argument("folders", nargs="*", metavar="DIR",
+                       help="students' work/ folders (default: yours); several give the "
+                            "group's table")
+    shown.add_argument("--run", action="store_true",
+                       help="rerun the notebooks headless first, to refresh the record")
+    shown.set_defaults(handler=show_progress)
+    view = commands.add_parser("compare", help="your answer to an exercise beside the solution's")
+    view.add_argument("exercise", nargs="?", help="its number, e.g. 6.5b (none: list them)")
+    view.add_argument("--side-by-side", action="store_true", help="code in two columns")
+    view.add_argument("--work", metavar="DIR", help="the folder of your notebooks "
+                                                    "(default: work/)")
+    view.set_defaults(handler=compare)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nfcourse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -97,16 +153,17 @@ def main(argv: list[str] | None = None) -> int:
                                 help="write curriculum/ (student notebooks) from solutions/")
     build.add_argument("--check", action="store_true",
                        help="write nothing; exit 1 if curriculum/ is out of date")
-    build.set_defaults(run=build_curriculum)
+    build.set_defaults(handler=build_curriculum)
     open_lab = commands.add_parser(
         "lab", help="open JupyterLab on the student notebooks; other options "
                     "(e.g. --no-browser --port=8890) go to `jupyter lab`")
-    open_lab.set_defaults(run=lab)
+    open_lab.set_defaults(handler=lab)
+    _add_study_commands(commands)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "lab":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.jupyter_args = extra
-    return args.run(args)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ test double-clicks it in the file browser, checks that it opens as a notebook (j
 viewer, not the text editor), runs *Run → Run All Cells* and waits for the kernel to go
 idle, then asserts what a student sees: every code cell ran, no output is an error other
 than an exercise stub's, the ``interact`` sliders render as widgets, and an untouched
-stub's self-check reads "not attempted yet". Then it shuts the kernel down and closes the tab.
+stub's self-check reads "not attempted yet", and that check's ○ is in the progress record
+beside the notebook (work/.progress.json). Then it shuts the kernel down and closes the tab.
 
 It needs Debian's Chromium (``apt-get install chromium``) and the ``playwright`` package
 (in the ``test`` extra); Playwright's own browser download is never used. Without either,
@@ -30,6 +31,8 @@ from pathlib import Path
 import pytest
 
 import nfcourse.__main__ as cli
+from nfcourse import exercises
+from nfcourse.checks import record
 from nfcourse.checks.core import NOT_ATTEMPTED
 from nfcourse.curriculum import STUB_PREFIX
 
@@ -105,10 +108,16 @@ def _get(url: str):
 
 
 @pytest.fixture(scope="module")
-def lab_url(tmp_path_factory):
+def lab_dir(tmp_path_factory) -> Path:
+    """The lab's temporary folder: the course copy is its course/."""
+    return tmp_path_factory.mktemp("lab")
+
+
+@pytest.fixture(scope="module")
+def lab_url(lab_dir):
     """A JupyterLab server on a temporary copy of the course, as the student's `course`
     command starts it (fast mode, offline), with --no-browser, a free port, no token."""
-    tmp = tmp_path_factory.mktemp("lab")
+    tmp = lab_dir
     root, prefix = tmp / "course", tmp / "prefix"
     shutil.copytree(ROOT / "curriculum", root / "curriculum")
     # The user's own Jupyter settings must not matter, nor be written to; no news or
@@ -215,7 +224,7 @@ def _wait_for_run(page, name: str) -> dict:
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.parametrize("student", STUDENT, ids=lambda p: p.name)
-def test_notebook_runs_in_jupyterlab(page, lab_url, student: Path, tmp_path):
+def test_notebook_runs_in_jupyterlab(page, lab_url, lab_dir, student: Path, tmp_path):
     name = student.name
     started = time.monotonic()
     try:
@@ -250,6 +259,11 @@ def test_notebook_runs_in_jupyterlab(page, lab_url, student: Path, tmp_path):
                 f"{name}: its interact sliders did not render as widgets"
         assert widget.locator(".jp-OutputArea-output", has_text=NOT_ATTEMPTED).count() > 0, \
             f"{name}: no self-check says '{NOT_ATTEMPTED}' for an untouched stub"
+        checked = {e.number for e in exercises.notebook_exercises(ROOT / "solutions" / name)
+                   if any(part.kind == "code" for part in e.parts)}
+        attempts = record.read(lab_dir / "course" / "work" / record.NAME)[0]
+        recorded = {a["status"] for a in attempts if a["exercise"] in checked}
+        assert recorded == {"○"}, f"{name}: its self-checks' ○ is not in the record: {attempts}"
         print(f"\n{name}: opened and ran in JupyterLab in {seconds:.0f} s "
               f"({state['code']} code cells)")
     except BaseException:

@@ -35,6 +35,10 @@ SIDEWAYS = {
     ("train", "compiled"),        # ... with the step of nfcourse.compiled
     ("train", "callbacks"),       # ... and the callbacks its settings ask for
     ("checks", "curriculum"),     # a self-check knows which notebook it is in
+    ("exercises", "curriculum"),  # the exercises are the solution notebooks' marked regions
+    ("exercises", "checks"),      # ... a code part numbered by its self-check; the record's rule
+    ("__main__", "progress_report"),  # the command line prints the progress tables
+    ("__main__", "comparison"),       # ... and an answer beside the solution's
 }
 
 

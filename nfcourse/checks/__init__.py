@@ -15,6 +15,10 @@ One module per section; the shared machinery lives in :mod:`nfcourse.checks.core
 the mistakes that more than one section looks for (a wrong KL to N(0, I)) in
 :mod:`nfcourse.checks.mistakes`.
 
+Each check run also appends its outcome (✔, ✘ or ○, and the time) to the progress record
+beside the student's notebooks (:mod:`nfcourse.checks.record`), which
+``python3 tasks.py progress`` reads.
+
 Once a check has passed, later cells run the student's own function:
 ``yours_or_reference(elbo, objectives.elbo_closed_form)`` returns it (and the reference
 before that), and says which.

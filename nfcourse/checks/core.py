@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
+from nfcourse.checks import record
 from nfcourse.curriculum import STUB_PREFIX
 
 #: Printed by a self-check whose exercise still raises its stub's NotImplementedError.
@@ -163,27 +164,56 @@ def yours_or_reference(yours: Callable, reference: Callable) -> Callable:
 
 
 def self_check(check: Callable) -> Callable:
-    """Make a check report an unfinished exercise instead of stopping the notebook.
+    """Make a check report an unfinished exercise instead of stopping the notebook, and
+    record each outcome (✔, ✘ or ○) in the progress record (:mod:`nfcourse.checks.record`).
 
     A stub's NotImplementedError becomes one printed line, so "Run All" goes on through
     the rest of the notebook; any other error, and every wrong answer, still stops it.
+    The exercise is the :class:`Exercise` the check names (``ex = EX_4_5B``): the wrapper's
+    ``exercise`` attribute, None for a check that names none (then nothing is recorded).
     """
 
     @functools.wraps(check)
     def run(*args, **kwargs):
         try:
             result = check(*args, **kwargs)
-            if args and callable(args[0]):          # the student's function passed
-                _PASSED.add(args[0])
-            return result
         except NotImplementedError as err:
             if STUB_PREFIX not in str(err):
+                _record(run.exercise, "✘", err)
                 raise
             label = getattr(err, "exercise", check.__name__)
+            _record(run.exercise, "○")
             print(f"○ {label}: {NOT_ATTEMPTED}. Your function still says: {err}")
             return None
+        except Exception as err:
+            _record(run.exercise, "✘", err)
+            raise
+        if args and callable(args[0]):          # the student's function passed
+            _PASSED.add(args[0])
+        _record(run.exercise, "✔")
+        return result
 
+    run.exercise = exercise_named_in(check)
     return run
+
+
+def exercise_named_in(check: Callable) -> Exercise | None:
+    """The one module-level :class:`Exercise` a check's code refers to, else None."""
+    code, names = check.__code__, check.__globals__
+    found = {id(value): value for name in code.co_names
+             if isinstance(value := names.get(name), Exercise)}
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def _record(exercise: Exercise | None, status: str, err: BaseException | None = None) -> None:
+    """Append an outcome to the progress record (a wrong answer: its first line as detail)."""
+    if exercise is None:
+        return
+    detail = ""
+    if err is not None:
+        first = (str(err).splitlines() or [""])[0]
+        detail = first.removeprefix(f"✘ {exercise.label}: ") or type(err).__name__
+    record.append(record.attempt(exercise.number, exercise.title, status, detail))
 
 
 def matches(got: torch.Tensor, candidate: torch.Tensor, rtol: float = 1e-5,

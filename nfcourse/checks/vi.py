@@ -51,11 +51,13 @@ def _mixture_inputs(n: int = 12, K: int = 3, D: int = 2, seed: int = 0):
 
 # Section 2 -------------------------------------------------------------------------------
 
+EX_2_1 = Exercise("2.1", "reverse KL by Monte Carlo")
+
 @self_check
 def reverse_kl_mc(fn) -> None:
     """Exercise 2.1: ``reverse_kl_mc(p, mean, log_std, n)``, a reparameterised Monte Carlo
     estimate of KL(Q‖P) for Q = N(mean, exp(log_std)²), differentiable in mean and log_std."""
-    ex = Exercise("2.1", "reverse KL by Monte Carlo")
+    ex = EX_2_1
     p = _kl.bimodal(loc=3.0, scale=0.8)
     mean = torch.tensor(1.0, dtype=_F64, requires_grad=True)
     log_std = torch.tensor(math.log(1.5), dtype=_F64, requires_grad=True)
@@ -109,11 +111,13 @@ def reverse_kl_mc(fn) -> None:
     ex.passed(f"estimate {value:.4f} vs quadrature {ref.item():.4f}; gradients flow")
 
 
+EX_2_4 = Exercise("2.4", "the expected log-likelihood term of eq. (21)")
+
 @self_check
 def expected_log_lik(fn) -> None:
     """Exercise 2.4: ``expected_log_lik(x, phi, m, s2)`` = E[log p(x_i | c_i, μ)] per point
     for the 1-D mixture (x [n], phi [n, K], m [K], s2 [K] → [n])."""
-    ex = Exercise("2.4", "the expected log-likelihood term of eq. (21)")
+    ex = EX_2_4
     x, phi, m, s2 = _mixture_inputs(n=7, K=3, D=1)
     x, m = x.squeeze(-1), m.squeeze(-1)
     got = ex.tensor(ex.call(fn, x, phi, m, s2), "E[log p(x_i | c_i, μ)]")
@@ -137,11 +141,13 @@ def expected_log_lik(fn) -> None:
     ex.passed("matches the closed form")
 
 
+EX_2_8A = Exercise("2.8a", "CAVI update of φ")
+
 @self_check
 def cavi_phi(fn) -> None:
     """Exercise 2.8a: ``update_phi(x, m, s2)``, the CAVI update of q(c_i)
     (x [n, D], m [K, D], s2 [K] → phi [n, K])."""
-    ex = Exercise("2.8a", "CAVI update of φ")
+    ex = EX_2_8A
     for D in (1, 2):
         x, _, m, s2 = _mixture_inputs(n=9, K=4, D=D, seed=D)
         got = ex.tensor(ex.call(fn, x, m, s2), "phi")
@@ -169,11 +175,13 @@ def cavi_phi(fn) -> None:
     ex.passed("φ matches the CAVI update in 1 and 2 dimensions; rows sum to one")
 
 
+EX_2_8B = Exercise("2.8b", "CAVI update of m and s²")
+
 @self_check
 def cavi_m_s2(fn) -> None:
     """Exercise 2.8b: ``update_m_s2(x, phi, sigma2)``, the CAVI update of q(μ_k)
     (x [n, D], phi [n, K] → m [K, D], s2 [K])."""
-    ex = Exercise("2.8b", "CAVI update of m and s²")
+    ex = EX_2_8B
     x, phi, _, _ = _mixture_inputs(n=10, K=3, D=2, seed=5)
     sigma2 = 4.0
     m, s2 = _pair(ex, ex.call(fn, x, phi, sigma2), "update_m_s2")
@@ -224,10 +232,12 @@ def _svi_mistakes(xb, n, m, s2, sigma2, rho):
     ]
 
 
+EX_3_1 = Exercise("3.1", "natural-gradient SVI step")
+
 @self_check
 def svi_step(fn) -> None:
     """Exercise 3.1: ``svi_step(x_batch, n, m, s2, sigma2, rho)``, one natural-gradient step."""
-    ex = Exercise("3.1", "natural-gradient SVI step")
+    ex = EX_3_1
     x, _, m, s2 = _mixture_inputs(n=20, K=3, D=2, seed=7)
     sigma2 = 9.0
     cases = [(x, 1.0, "after a full-batch step with ρ = 1 (must equal one CAVI sweep)"),
@@ -244,10 +254,12 @@ def svi_step(fn) -> None:
     ex.passed("full batch with ρ = 1 is a CAVI sweep; the minibatch step matches")
 
 
+EX_3_2 = Exercise("3.2", "score of a univariate Gaussian")
+
 @self_check
 def normal_score(fn) -> None:
     """Exercise 3.2: ``normal_score(x, mu, sigma)`` = (∂/∂μ, ∂/∂σ) log N(x; μ, σ²)."""
-    ex = Exercise("3.2", "score of a univariate Gaussian")
+    ex = EX_3_2
     x = torch.tensor([-1.5, 0.3, 2.0, 4.0], dtype=_F64)
     mu = torch.tensor(0.7, dtype=_F64, requires_grad=True)
     sigma = torch.tensor(1.6, dtype=_F64, requires_grad=True)
@@ -275,11 +287,13 @@ def normal_score(fn) -> None:
     ex.passed("both components match autograd")
 
 
+EX_3_5 = Exercise("3.5", "score-function estimator of ∇_μ E[X²]")
+
 @self_check
 def score_function_terms(fn) -> None:
     """Exercise 3.5: ``score_function_terms(x, mu)``, the per-sample score-function estimate
     of ∂/∂μ E_{N(μ,1)}[X²] at samples x ~ N(μ, 1)."""
-    ex = Exercise("3.5", "score-function estimator of ∇_μ E[X²]")
+    ex = EX_3_5
     mu = 0.8
     x = mu + torch.randn(10, generator=_gen(3), dtype=_F64)
     got = ex.tensor(ex.call(fn, x, mu), "the per-sample terms")
@@ -299,11 +313,13 @@ def score_function_terms(fn) -> None:
     ex.close(got, expected, "f(x)·score", hint=hint)
 
 
+EX_3_9A = Exercise("3.9a", "control variate")
+
 @self_check
 def control_variate(fn) -> None:
     """Exercise 3.9a: ``control_variate(f, h, h_mean)`` → (estimate, a) with
     a = Cov(f, h)/Var(h) and estimate = mean(f − a(h − E[h]))."""
-    ex = Exercise("3.9a", "control variate")
+    ex = EX_3_9A
     u = torch.rand(5000, generator=_gen(4), dtype=_F64)
     f, h = torch.exp(u), u
     est, a = _pair(ex, ex.call(fn, f, h, 0.5), "control_variate")
@@ -333,11 +349,13 @@ def control_variate(fn) -> None:
     ex.passed(f"a = {a_ref.item():.3f}; estimate {est_ref.item():.4f} (e − 1 = {math.e - 1:.4f})")
 
 
+EX_3_9B = Exercise("3.9b", "conditional Monte Carlo")
+
 @self_check
 def tail_given(fn) -> None:
     """Exercise 3.9b: ``tail_given(y, t, rate)`` = P(W > t − y) for W ~ Exp(rate), i.e.
     E[1{W + Y > t} | Y = y]: the conditional Monte Carlo estimator of a tail probability."""
-    ex = Exercise("3.9b", "conditional Monte Carlo")
+    ex = EX_3_9B
     y = torch.tensor([0.0, 1.0, 3.9, 4.0, 6.5], dtype=_F64)
     t = 4.0
     for rate in (1.0, 0.5):
@@ -355,11 +373,13 @@ def tail_given(fn) -> None:
     ex.passed("E[1{W + Y > t} | Y] = exp(−rate · max(t − Y, 0))")
 
 
+EX_3_11 = Exercise("3.11", "Rao-Blackwellized BBVI weights for μ_k")
+
 @self_check
 def rb_weight_mu(fn) -> None:
     """Exercise 3.11: ``rb_weight_mu(terms, c, K)``, the Rao-Blackwellized weight of the
     global factors q(μ_k), [S, K]: log p(μ_k) + Σ_i 1[c_i = k] log N(x_i; μ_k, I) − log q(μ_k)."""
-    ex = Exercise("3.11", "Rao-Blackwellized BBVI weights for μ_k")
+    ex = EX_3_11
     g = _gen(6)
     x = 3 * torch.randn(15, 1, generator=g, dtype=_F64)
     m, log_s2 = torch.randn(3, 1, generator=g, dtype=_F64), torch.zeros(3, dtype=_F64)
