@@ -71,6 +71,11 @@ def working_copies(root: Path) -> tuple[list[Path], list[Path]]:
     return copied, kept
 
 
+def as_root() -> bool:
+    """Whether this process runs as root (never on Windows, which has no such user)."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def lab(args: argparse.Namespace) -> int:
     install_default_viewer()
     root = curriculum.repo_root()
@@ -84,6 +89,12 @@ def lab(args: argparse.Namespace) -> int:
     # work/, and opening on work/
     command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={root}",
                f"--LabApp.default_url=/lab/tree/{WORK}", *args.jupyter_args]
+    if as_root() and "--allow-root" not in command:
+        # a container or a cloud VM: JupyterLab stops with "Running as root is not
+        # recommended" unless told that this is meant
+        print("You are root (a container or a cloud VM?): starting JupyterLab with "
+              "--allow-root")
+        command.append("--allow-root")
     print(f"Starting JupyterLab in {root}, on your notebooks in {WORK}/ (Ctrl-C to stop)")
     if os.name == "nt":
         return subprocess.call(command)

@@ -135,3 +135,19 @@ def test_one_budget_shrinks_every_later_share():
         Budget(0)
     with pytest.raises(ValueError, match="fraction"):
         Budget(5).share(1.5)
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_the_course_starts_as_root_too(monkeypatch, tmp_path, root, capsys):
+    """In a container or a cloud VM the student is root, and JupyterLab refuses to start
+    there without --allow-root: the lab command passes it, and says so."""
+    import argparse
+    launched = {}
+    monkeypatch.setattr(cli, "as_root", lambda: root)
+    monkeypatch.setattr(cli, "install_default_viewer", lambda: None)
+    monkeypatch.setattr(cli, "working_copies", lambda r: ([], []))
+    monkeypatch.setattr(cli.os, "execv", lambda exe, command: launched.update(command=command))
+    monkeypatch.setattr(cli.os, "name", "posix")
+    cli.lab(argparse.Namespace(jupyter_args=["--no-browser"]))
+    assert ("--allow-root" in launched["command"]) == root
+    assert ("--allow-root" in capsys.readouterr().out) == root
