@@ -26,6 +26,7 @@ but ``--device cuda`` (the default picks CUDA when there is one).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -142,6 +143,27 @@ def make_prior(args: argparse.Namespace):
     return None
 
 
+#: the settings that shape the model: a checkpoint holds its weights, not these
+ARCHITECTURE = ("posterior", "flow_length", "z_dim", "hidden", "encoder_hidden", "activation",
+                "prior")
+
+
+def check_architecture(args: argparse.Namespace) -> None:
+    """With --eval-only, the model's settings must be the trained run's: a state_dict of the
+    same shapes loads into another activation without a word (tanh weights under relu)."""
+    trained = Path(args.checkpoint_dir) / "result.json"
+    if not trained.exists():
+        return
+    r = json.loads(trained.read_text())
+    given = {"encoder_hidden": args.encoder_hidden or args.hidden, "flow_length": args.flow_length}
+    wrong = [f"--{name.replace('_', '-')} {r[name]} (given: {given.get(name, getattr(args, name))})"
+             for name in ARCHITECTURE
+             if name in r and r[name] != given.get(name, getattr(args, name))]
+    if wrong:
+        sys.exit(f"--eval-only: {trained} was trained with " + ", ".join(wrong)
+                 + "; give the same model settings to evaluate it")
+
+
 def save_per_image(log_px: torch.Tensor, key: str, args: argparse.Namespace) -> None:
     """Each image's log p(x) beside the result (``result.nll_test.pt`` for ``result.json``),
     so that two runs can be compared image by image (``scripts/ablation.py``)."""
@@ -187,10 +209,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.eval_only:
         if args.checkpoint_dir is None:
             sys.exit("--eval-only needs --checkpoint-dir")
+        check_architecture(args)
         state = load_checkpoint(args.eval_checkpoint or Path(args.checkpoint_dir) / "best.pt",
                                 map_location=device)
         model.load_state_dict(state.get("averaged") or state["model"])
-        history = load_checkpoint(Path(args.checkpoint_dir) / "last.pt")["history"]
+        # a copy of last.pt carries the history up to it; best.pt does not
+        history = state.get("history") or load_checkpoint(
+            Path(args.checkpoint_dir) / "last.pt")["history"]
         train_seconds = history["seconds"][-1]
     else:
         history = fit(model, Bound("elbo", args.k, args.anneal), train, valid,

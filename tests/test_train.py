@@ -568,6 +568,11 @@ def test_runs_compare_image_by_image(tmp_path):
     assert ok.returncode == 0, ok.stderr
     on_train = json.loads((tmp_path / "a" / "train.json").read_text())
     assert on_train["eval_images"] == "train" and on_train["eval_checkpoint"] == str(snapshot)
+    assert on_train["epochs"] == 2             # the copy's own history
+    wrong = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / "a"), "--eval-only",
+                                   "--activation", "tanh", "--output", str(tmp_path / "w.json")],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert wrong.returncode != 0 and "trained with --activation relu (given: tanh)" in wrong.stderr
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "ablation.py"),
                           str(tmp_path / "a" / "result.json"), str(tmp_path / "b" / "result.json")],
                          capture_output=True, text=True, timeout=60)
