@@ -33,7 +33,7 @@
 # | 4.1 | the reparameterisation trick, in words | every gradient in Sections 5 and 6 |
 # | 4.2 | score function vs reparameterisation for $\nabla_\mu\mathbb E[X^2]$: variance against $S$ | why flows (reparameterisable) suit VI |
 # | 4.3 | why the VAE cannot handle discrete latents | |
-# | 4.4 | why optimising $\theta$ and $\phi$ jointly on the ELBO is sensible | the decomposition behind R&M's bound |
+# | 4.4 | why optimising $\theta$ and $\phi$ jointly on the ELBO is sensible | the decomposition behind the bound of Rezende & Mohamed (2015, "R&M") |
 # | 4.5 | the VAE on statically binarized MNIST: implement, train, sample, reconstruct, test NLL; latent parameters by class | the baseline row of R&M Table 2 |
 # | 4.6 | nonlinear PCA (a deterministic autoencoder) against the VAE, for sampling and compression | |
 #
@@ -41,7 +41,7 @@
 # followed by a *self-check* cell that compares your function with an independent computation
 # and names the usual mistakes. Every cell after a check uses the reference implementation
 # (`nfcourse.objectives`, `nfcourse.models`, `nfcourse.train`), so the notebook runs to the end
-# before you finish.
+# before you finish. Their source states the answers: open it after the exercises, not before.
 #
 # **Notation.** All logs are natural: bounds and likelihoods are in **nats** per image. We keep
 # Kingma & Welling's symbols; where one meant something else in Sections 1 to 3, the table says so:
@@ -188,13 +188,15 @@ f = lambda z: (z - 0.8) ** 2                      # noqa: E731  any function of 
 pi = torch.sigmoid(logit)
 exact = (pi * (1 - pi) * (f(1.0) - f(0.0))).item()  # d/dlogit [pi f(1) + (1 - pi) f(0)]
 u = torch.rand(200_000, generator=torch.Generator().manual_seed(3))
-z = (u < pi).float()                              # a "reparameterised" Bernoulli sample
-print("the sample carries a gradient:", z.requires_grad)
-log_q = z * torch.log(pi) + (1 - z) * torch.log(1 - pi)
+# A "reparameterised" Bernoulli sample z = 1[u < pi], written with sign() so that autograd
+# can differentiate it: sign() is flat on each side of its jump, so its derivative is 0.
+z = (torch.sign(pi - u) + 1) / 2
+(pathwise_estimate,) = torch.autograd.grad(f(z).mean(), logit, retain_graph=True)
+log_q = z.detach() * torch.log(pi) + (1 - z.detach()) * torch.log(1 - pi)
 (score_estimate,) = torch.autograd.grad((f(z).detach() * log_q).mean(), logit)
 print(f"exact gradient {exact:+.4f}, score-function estimate {score_estimate.item():+.4f}, "
-      "pathwise estimate 0")
-assert not z.requires_grad
+      f"pathwise estimate {pathwise_estimate.item():+.4f}")
+assert pathwise_estimate.item() == 0.0 and abs(exact) > 0.05
 assert abs(score_estimate.item() - exact) < 0.01
 
 # %% [markdown]
@@ -281,10 +283,6 @@ print(f"log p(x): start {log_lik[0]:.3f}, end {log_lik[-1]:.3f}, maximum likelih
       f"{log_lik[-1] - elbo_exact[-1]:.4f} nats per point; |cos| between W's columns {off_diagonal:.3f}")
 assert (elbo_exact <= log_lik + 1e-9).all(), "the ELBO is a lower bound on log p(x)"
 assert log_lik[-1] <= best_log_lik + 1e-6, "nothing beats maximum likelihood"
-# the three claims of the answer above, as measured
-assert best_log_lik - log_lik[-1] < 0.01, "the ELBO's θ reaches the maximum likelihood"
-assert log_lik[-1] - elbo_exact[-1] < 0.02, "the gap log p − ELBO closes"
-assert off_diagonal < 0.05, "W's columns become orthogonal: WᵀW diagonal, q's family exact"
 
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 ax.plot(steps, log_lik, label="exact log p_θ(x)")
@@ -294,6 +292,10 @@ ax.set(xlabel="gradient step on the ELBO in (θ, φ)", ylabel="nats per point",
        ylim=(best_log_lik - 6, best_log_lik + 0.5), title="Probabilistic PCA trained as a VAE")
 ax.legend()
 plt.show()
+
+# %% [markdown]
+# > *Not shown here, since it gives an answer away:* the three claims of the answer, as
+# > measured. Find it in `solutions/04_vae.py` once you have done the exercise.
 
 # %% [markdown]
 # ## 4.5 The VAE on statically binarized MNIST
@@ -356,9 +358,11 @@ check.elbo(elbo)
 # \mathcal L_k(x) = \log \frac1k \sum_{s=1}^k w_s ,
 # $$
 #
-# shape `[B]`. It is the ELBO for $k = 1$, never decreases with $k$, and tends to $\log p_\theta(x)$
-# (Burda et al. 2016); with $k = S$ in the thousands it is the importance-sampled log-likelihood
-# estimate of VAE papers (R&M Appendix E). The weights themselves are around $e^{-100}$: work in logs.
+# shape `[B]`. It is the ELBO for $k = 1$. Its expectation $\mathbb E[\mathcal L_k]$ never decreases
+# with $k$ and tends to $\log p_\theta(x)$ when the weights are bounded (Burda et al. 2016), though a
+# single draw of $\mathcal L_k$ can fall as $k$ grows. With $k = S$ in the thousands it is the
+# importance-sampled log-likelihood estimate of VAE papers (R&M Appendix E). The weights
+# themselves are around $e^{-100}$: work in logs.
 
 
 # %%
@@ -540,14 +544,16 @@ print(f"first {n_gap} test images: the refined q raises the ELBO by {amortizatio
       f"(the amortization gap); NLL (S={NLL_S}) with the encoder's q {nll_encoder:.2f}, with the "
       f"refined q {nll_refined:.2f}   [{time.perf_counter() - t0:.0f} s]")
 assert amortization_gap > 0, "refining λ on each image's own ELBO must raise that ELBO"
+assert nll_refined < nll_encoder, "the refined q should be the better proposal: a tighter NLL"
 
 # %% [markdown]
-# **Reference run.** For the student model on the first 1000 test images, the refined $q$ raised
-# the ELBO by 4.32 nats per image and lowered the NLL estimate ($S = 1000$) from 103.73 to
-# 102.52 (these images are harder than the average). At full scale (all 10 000 test images,
-# $S = 5000$) the refined proposal moves the estimate from 90.03 to 89.33
-# (`scripts/train_vae.py --proposal both`, `docs/vae.md`). The encoder's share of the gap is the
-# price of amortization; the family's share is what the flow posteriors of Section 6 attack.
+# **Reference run** (`docs/vae.md`, "The amortization gap"). For the student model on the
+# first 1000 test images, the refined $q$ raised the ELBO by 4.32 nats per image and lowered the
+# NLL estimate ($S = 1000$) from 103.73 to 102.52 (these images are harder than the average).
+# For run K of `docs/vae.md` (the full-scale recipe trained on the 50 000 training images; all
+# 10 000 test images, $S = 5000$) the refined proposal moves the estimate from 90.03 to 89.33
+# (`scripts/train_vae.py --proposal both`). The encoder's share of the gap is the price of
+# amortization; the family's share is what the flow posteriors of Section 6 attack.
 
 # %% [markdown]
 # ### (b) The variational parameters, coloured by class
@@ -588,7 +594,7 @@ axes[0, 1].set(xlabel="first principal component", ylabel="second principal comp
 axes[0, 1].legend(*scatter.legend_elements(), title="digit", fontsize=7, loc="best")
 axes[1, 0].bar(range(40), log_var_lab.mean(0)[order], color="C1")
 axes[1, 0].set(xlabel="latent dimension (sorted by Var_x[μ_j])", ylabel="mean log σ²",
-               title="log-variances (inactive units stay at the prior's 0)")
+               title="mean log σ² of each dimension")
 class_means = (torch.stack([mu_lab[y_lab == c].mean(0) for c in range(10)])
                - mu_lab.mean(0))[:, order[:active]]
 im = axes[1, 1].imshow(class_means, cmap="RdBu_r", aspect="auto",
@@ -611,14 +617,16 @@ acc_mu, acc_pixels = knn_accuracy(mu_lab, y_lab), knn_accuracy(x_lab, y_lab)
 acc_log_var = knn_accuracy(log_var_lab, y_lab)
 print(f"5-NN accuracy on μ (40 numbers): {acc_mu:.3f};  on log σ² (40 numbers): {acc_log_var:.3f};"
       f"  on the binary pixels (784): {acc_pixels:.3f}; chance 0.1")
-if not FAST:        # fast mode trains for 20 steps: its means are barely trained
-    assert acc_mu > acc_pixels, "40 means classify better than 784 pixels"
-    assert acc_log_var < acc_mu, "the log-variances carry less class information than the means"
-assert acc_mu > 0.2, "the means carry class information"
+class_mu = torch.stack([mu_lab[y_lab == c].mean(0) for c in range(10)])
+class_dist = torch.cdist(class_mu, class_mu)
+pairs = sorted((class_dist[i, j].item(), i, j) for i in range(10) for j in range(i + 1, 10))
+print("distance between class averages of μ: closest "
+      + ", ".join(f"{i}–{j} {d:.2f}" for d, i, j in pairs[:4]) + "; farthest "
+      + ", ".join(f"{i}–{j} {d:.2f}" for d, i, j in pairs[-2:]))
 
 # %% [markdown]
 # Explore the latent space: move one latent coordinate of a test digit's posterior mean and watch
-# the decoder's output (the active dimensions change the digit; the inactive ones do nothing).
+# the decoder's output, for dimensions of high and of low $\mathrm{Var}_x[\mu_j]$.
 
 # %%
 @interact(digit=IntSlider(value=0, min=0, max=31, description="test digit"),
@@ -639,6 +647,11 @@ def traverse(digit, rank, shift):
 
 # %% [markdown]
 # **Your answer:** _write your derivation or explanation here._ *Hint: look at which units are active, and at the structure of the class-averages*
+
+# %% [markdown]
+# > *Not shown here, since it gives an answer away:* the answer's claims, asserted (fast mode
+# > trains for 20 steps: too little). Find it in `solutions/04_vae.py` once you have done the
+# > exercise.
 
 # %% [markdown]
 # ## 4.6 Nonlinear PCA: a deterministic autoencoder
@@ -670,9 +683,8 @@ def compare(model, name):
     q = model.q(x)
     code = q.mean
     rec = objectives.bernoulli_log_likelihood(x, model.decode(code)).mean().item()
-    # Where the decoder was trained: a Gaussian fitted to the codes (for the VAE with q's own
-    # variance added, i.e. to the aggregate posterior); how far it is from the prior we sample:
-    # KL(N(m, C) ‖ N(0, I)) = ½ (tr C + mᵀm − d − log det C).
+    # A Gaussian N(m, C) fitted to the codes (for the VAE with q's own variance added) and its
+    # KL to the prior: KL(N(m, C) ‖ N(0, I)) = ½ (tr C + mᵀm − d − log det C).
     spread = (q.log_var.exp().mean(0)
               if isinstance(model.posterior, DiagonalGaussian) else torch.zeros(code.shape[1]))
     m = code.mean(0)
@@ -682,21 +694,21 @@ def compare(model, name):
            "KL(codes ‖ prior)": mismatch.item()}
     try:
         kl = q.kl(model.prior).mean().item()
-        row.update({"KL = rate": kl, "−ELBO": -train.evaluate(model, x_eval, seed=3)})
-    except NotImplementedError:  # a point mass has no density: its KL to the prior is +inf
-        row.update({"KL = rate": math.inf, "−ELBO": math.inf})
+        row.update({"KL(q ‖ p)": kl, "−ELBO": -train.evaluate(model, x_eval, seed=3)})
+    except NotImplementedError:  # a PointMass q has no kl(): what would it be?
+        row.update({"KL(q ‖ p)": math.inf, "−ELBO": math.inf})
     return row
 
 
 rows = [compare(vae, "VAE"), compare(ae, "nonlinear PCA")]
 rows[0]["NLL (IS)"], rows[1]["NLL (IS)"] = test_nll, math.inf
-columns = ["model", "−log p(x | code)", "KL = rate", "−ELBO", "NLL (IS)", "code std",
+columns = ["model", "−log p(x | code)", "KL(q ‖ p)", "−ELBO", "NLL (IS)", "code std",
            "KL(codes ‖ prior)"]
 print(f"{'':>20s} {rows[0]['model']:>10s} {rows[1]['model']:>14s}")   # one row a quantity
 for c in columns[1:]:
     print(f"{c:>20s} {rows[0][c]:10.2f} {rows[1][c]:14.2f}")
 assert all(math.isfinite(rows[0][c]) for c in columns[1:])
-assert rows[1]["KL = rate"] == math.inf  # a point mass has no finite KL to any density
+assert rows[1]["KL(q ‖ p)"] == math.inf
 
 with torch.no_grad():
     gen = torch.Generator(device).manual_seed(12)
@@ -722,6 +734,11 @@ plt.show()
 # **Your answer:** _write your derivation or explanation here._ *Hint: ask what distribution the codes follow, and what it costs to transmit a code*
 
 # %% [markdown]
+# > *Not shown here, since it gives an answer away:* the answer's comparisons, computed and
+# > asserted (fast mode trains too little). Find it in `solutions/04_vae.py` once you have done
+# > the exercise.
+
+# %% [markdown]
 # ## What to take away, and the numbers
 #
 # - The reparameterisation trick moves the parameters out of the sampling distribution and into a
@@ -732,8 +749,9 @@ plt.show()
 #   lower bound on the likelihood and steers towards models in which inference is easy (4.4).
 # - An encoder amortizes inference; the VAE trains encoder and decoder together on the ELBO (4.5).
 #   The unsupervised latent means separate the digit classes; unused units collapse to the prior.
-#   Amortization has a price: refining $q$ per test image raises its ELBO (by 4.4 nats for the
-#   student model) and tightens the NLL estimate of the same model (by 0.7 nats at full scale).
+#   Amortization has a price: refining $q$ per test image raises its ELBO (by 4.32 nats in the
+#   student model's reference run) and tightens the NLL estimate of the same model (by 0.70
+#   nats for run K, the full-scale recipe on the 50 000 training images).
 # - Without noise and KL it is nonlinear PCA: better reconstructions, but no sampler and no rate
 #   (4.6).
 #

@@ -141,7 +141,7 @@ class PulledBackDecoder(torch.nn.Module):
         return flow_vae.decoder(global_flow(z0)[0])
 
 
-# a diagonal Gaussian posterior over z0, with the same encoder
+# the Gaussian-posterior VAE of the note above, with the flow VAE's encoder
 disguised = VAE(12, 3, 16, encoder=flow_vae.encoder, decoder=PulledBackDecoder(),
                 prior=PulledBackPrior())
 with torch.no_grad():

@@ -31,7 +31,8 @@
 # (`torch.distributions`, SciPy, brute-force enumeration) and, when something is off, tells you
 # what, expected versus got, with a hint for the usual mistakes. The cells after a check use the
 # reference implementation from `nfcourse.bayes`, so the notebook runs to the end even before you
-# have finished an exercise.
+# have finished an exercise. Its source and docstrings state the answers, like the solution
+# notebook: open them after the exercises, not before.
 #
 # **Notation.** Logs are natural (nats). The same table opens Sections 2 to 4; a symbol that
 # means something else there says so.

@@ -68,10 +68,36 @@ def test_no_answer_after_its_exercise(solution: Path):
       and the question does not (2.3's "KL to p(z, x)" = KL - log p(x)).
 
     A check of a claim the question states (1.5's closed form against Monte Carlo) passes:
-    its numbers and formulas are shown before the exercise."""
+    its numbers and formulas are shown before the exercise.
+
+    A fourth pattern covers words: an assert message, a plot's title or label, or a comment in
+    a code cell between the exercise's own heading and the end of its section that shares a
+    phrase (three content words in a row) with the answer, when neither the text before that
+    heading nor the Markdown between it and the prompt has the phrase (4.5(b)'s "the log-variances carry less class information than
+    the means", shown above its prompt)."""
     found = answers_after_exercises(solution.read_text(encoding="utf-8"),
                                     (ROOT / "curriculum" / solution.name).read_text("utf-8"))
     assert not found, f"{solution.name}: answers in view after their exercise:\n" + "\n".join(found)
+
+
+_REFERENCE = re.compile(r"reference run|\brun [A-Z]\b", re.I)
+
+
+@pytest.mark.parametrize("solution", [p for p in SOLUTIONS if p.name < "05"],
+                         ids=lambda p: p.name)
+def test_reference_run_numbers_are_in_the_docs(solution: Path):
+    """A number a notebook quotes from a run it does not repeat (a paragraph that says
+    "reference run" or names a run of the docs, "run K") must be the number the docs record:
+    three or more significant digits, found in docs/*.md. (Sections 1-4; 5-6 quote figures
+    that docs/ does not hold yet.)"""
+    docs = _numbers("\n".join(p.read_text("utf-8") for p in (ROOT / "docs").glob("*.md")))
+    text = solution.read_text(encoding="utf-8")
+    paragraphs = re.split(r"\n#\s*\n|\n(?!#)", text)
+    quoted = [(para.strip().splitlines()[0][:60], number) for para in paragraphs
+              if _REFERENCE.search(para) for number in _telling_numbers(para)]
+    assert quoted or solution.name < "04", "no reference run quoted: is the pattern stale?"
+    missing = [f"{number:g} ({where}...)" for where, number in quoted if number not in docs]
+    assert not missing, f"{solution.name}: reference-run numbers not in docs/*.md: {missing}"
 
 
 def test_every_solution_has_exercises():
@@ -215,10 +241,17 @@ _CODE, _MD = "# %%\n", "# %% [markdown]\n"
     ("Compute p.", _MD + "# So $\\mathrm{KL}(q) - \\log p(x)$ it is.", "KL"),  # its formula
     ("Compute p.", _MD + "# $\\mathcal N(\\mu, \\sigma^2)$", None),           # notation is fine
     ("Compute p.", _MD + "# ## 1.2 Next\n\n" + _CODE + "assert abs(p - 0.4298) < 1e-4", None),
+    # the answer's words in what a code cell shows, above or below the prompt
+    ("Compute p.", _CODE + "assert p < 0, 'KL minus log evidence stays negative'", "negative"),
+    ("Compute p.", _CODE + "plt.title('KL minus log evidence: negative')", "plot text"),
+    ("Compute p.", _CODE + "x = 1  # KL minus log evidence is negative", "comment"),
+    ("Compute p.", _CODE + "assert p < 0, 'p is below zero'", None),
+    ("Is KL minus log evidence negative?", _CODE + "# KL minus log evidence, plotted", None),
 ])
 def test_answers_after_exercises_detector(question: str, after: str, found: str | None):
     solution = (f"# %% [markdown]\n# ## 1.1 Demo\n# {question}\n# <!-- BEGIN SOLUTION -->\n"
-                "# $p \\approx 0.4298$, as $\\mathrm{KL}(q) - \\log p(x)$ is negative.\n"
+                "# $p \\approx 0.4298$, as $\\mathrm{KL}(q) - \\log p(x)$ is negative:\n"
+                "# KL minus log evidence is negative.\n"
                 "# <!-- END SOLUTION -->\n\n" + after + "\n")
     hits = answers_after_exercises(solution, student_version(solution))
     if found is None:
@@ -333,6 +366,7 @@ def answers_after_exercises(solution: str, student: str) -> list[str]:
             found.append(f"line {stub + 1}: the answer's number {number:g} is shown after it")
         for formula in sorted((_formulas(answer) - _formulas(before)) & _formulas(after)):
             found.append(f"line {stub + 1}: the answer's formula ${formula}$ is shown after it")
+    found += _phrases_in_view(regions, lines, stubs)
     # Asserts against a value not shown before: only within a section that has an exercise.
     starts = [i for i, line in enumerate(lines) if line.startswith("# %%")] + [len(lines)]
     exercise_open = False
@@ -358,6 +392,66 @@ def answers_after_exercises(solution: str, student: str) -> list[str]:
                 if new:
                     found.append(f"line {start + 1 + node.lineno}: `{ast.unparse(node)}` asserts "
                                  f"a value not shown before ({', '.join(f'{v:g}' for v in new)})")
+    return found
+
+
+_SUBHEADING = re.compile(r"^# #{1,3} ")                 # an exercise's own heading, ### too
+_WORD = re.compile(r"[^\W\d_][\w'’²-]*")
+_FILLER = set("the and for with from than then that this these those are was were its can "
+              "not nor but into onto over under only all any each per one two our your you "
+              "their they them what when where how why which more less most same other has "
+              "have had does did".split())
+_LABELS = {"title", "set_title", "suptitle", "set", "xlabel", "ylabel", "set_xlabel",
+           "set_ylabel", "legend", "plot", "text", "annotate", "show_images"}
+
+
+def _phrases(text: str) -> set[tuple[str, ...]]:
+    """Three content words in a row (short words and filler dropped), lower-cased."""
+    words = [w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _FILLER]
+    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+
+
+def _shown_strings(cell: list[str]) -> list[tuple[str, str]]:
+    """What a code cell shows in words: comments, assert messages, plot titles and labels."""
+    shown = [("comment", line.split("#", 1)[1]) for line in cell if "#" in line]
+    try:
+        tree = ast.parse(textwrap.dedent("\n".join(cell)))
+    except SyntaxError:
+        return shown
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert) and node.msg is not None:
+            shown.append(("assert message", ast.unparse(node.msg)))
+        elif isinstance(node, ast.Call):
+            func = node.func
+            if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) \
+                    not in _LABELS:
+                continue
+            texts = list(node.args) + [k.value for k in node.keywords
+                                       if k.arg in ("title", "label", "xlabel", "ylabel")]
+            shown += [("plot text", ast.unparse(t)) for t in texts
+                      if isinstance(t, (ast.Constant, ast.JoinedStr))]
+    return shown
+
+
+def _phrases_in_view(regions, lines: list[str], stubs: list[int]) -> list[str]:
+    """The fourth pattern of test_no_answer_after_its_exercise."""
+    sections = [i for i, line in enumerate(lines) if _HEADING.match(line)] + [len(lines)]
+    cells = [i for i, line in enumerate(lines) if line.startswith("# %%")] + [len(lines)]
+    markdown = {i for start, stop in zip(cells, cells[1:]) if "[markdown]" in lines[start]
+                for i in range(start, stop)}
+    found = []
+    for region, stub in zip(regions, stubs):
+        zone = max((i for i in range(stub) if _SUBHEADING.match(lines[i])), default=0)
+        end = next(h for h in sections if h > stub)
+        told = lines[:zone] + [lines[i] for i in range(zone, stub) if i in markdown]
+        new = _phrases("\n".join(region.body)) - _phrases("\n".join(told))
+        for start, stop in zip(cells, cells[1:]):
+            if not zone < start < end or "[markdown]" in lines[start]:
+                continue
+            for kind, text in _shown_strings(lines[start + 1:stop]):
+                if hit := sorted(_phrases(text) & new):
+                    found.append(f"line {start + 1}: a {kind} states the answer of the exercise "
+                                 f"at line {stub + 1} ({' '.join(hit[0])}): {text.strip()}")
     return found
 
 

@@ -405,6 +405,52 @@ def test_bbvi_with_variance_reduction_approaches_cavi():
     assert res.elbo[-1] > res.elbo[0] and abs(res.elbo[-1] - star) < 0.02 * abs(star)
 
 
+def test_minibatch_bbvi_gradient_is_unbiased(bbvi_point):
+    """Doubly stochastic: a random minibatch of b points, the likelihood terms of the global
+    weights scaled by n/b; each local row, present with probability b/n, scaled back by n/b
+    here, averages to the full gradient too."""
+    x, m, log_s2, logits = bbvi_point
+    n, b, reps = len(x), 10, 3000
+    exact = bbvi.exact_gradient(x, m, log_s2, logits, SIGMA2)
+    g = _gen(5)
+    blocks = [[], [], []]
+    for _ in range(reps):
+        idx = torch.randperm(n, generator=g)[:b]
+        g_m, g_ls, g_c = bbvi.bbvi_gradient(x[idx], m, log_s2, logits[idx], SIGMA2, 8, True, True,
+                                            g, scale=n / b)
+        rows = torch.zeros_like(logits).index_copy(0, idx, g_c) * (n / b)
+        for block, value in zip(blocks, (g_m, g_ls, rows)):
+            block.append(value)
+    for j, ex in enumerate(exact):
+        block = torch.stack(blocks[j])
+        z = (block.mean(0) - ex) / (block.std(0) / math.sqrt(reps))
+        assert z.abs().max() < 4.5, f"block {j}: largest |z| {z.abs().max():.2f}"
+
+
+def test_minibatch_bbvi_needs_rao_blackwellization_and_a_valid_batch(bbvi_point):
+    x, m, log_s2, logits = bbvi_point
+    with pytest.raises(ValueError, match="Rao-Blackwellized"):
+        bbvi.bbvi_gradient(x[:10], m, log_s2, logits[:10], SIGMA2, 4, False, False, _gen(0),
+                           scale=4.0)
+    for bad in (0, len(x) + 1):
+        with pytest.raises(ValueError, match=f"batch_size={bad} must be between 1 and the 40"):
+            bbvi.bbvi(x, m, log_s2.exp(), SIGMA2, 1, 4, batch_size=bad)
+
+
+def test_minibatch_bbvi_moves_only_the_batch_and_approaches_cavi():
+    sim = mixture.simulate(100, K=3, D=1, sigma2=SIGMA2, generator=_gen(6))
+    m0, s20 = mixture.init_params(sim.x, 3, _gen(0))
+    equal_means = torch.zeros_like(m0)               # phi = 1/3 everywhere: every row can move
+    one = bbvi.bbvi(sim.x, equal_means, s20, SIGMA2, n_steps=1, S=4, generator=_gen(1),
+                    batch_size=20)
+    moved = (one.phi - 1 / 3).abs().amax(1) > 1e-6
+    assert moved.sum() == 20 and one.examples == [0, 20]
+    star = mixture.cavi(sim.x, 3, SIGMA2, m0, s20).elbo[-1]
+    res = bbvi.bbvi(sim.x, m0, s20, SIGMA2, n_steps=1000, S=10, lr=0.05, eval_every=1000,
+                    generator=_gen(1), batch_size=20)
+    assert res.elbo[-1] > res.elbo[0] and abs(res.elbo[-1] - star) < 0.02 * abs(star)
+
+
 # Forward and reverse KL -------------------------------------------------------------------
 
 def test_forward_kl_is_minimised_by_moment_matching():

@@ -28,6 +28,16 @@ Control variate per factor, h = its score (E[h] = 0), f = h · w (BBVI eqs. 9–
 with a_j for sample s estimated on the other S − 1 samples (leave-one-out, using E[h] = 0:
 Cov(f, h) = E[f·h], Var(h) = E[h·h]), so that the estimator stays exactly unbiased.
 
+Doubly stochastic (a minibatch B of b of the n points per step, as SVI draws them): the
+global weight scales the likelihood terms by n/b, an unbiased estimate of the full sum,
+
+    w_k = log p(μ_k) − log q(μ_k) + (n/b) Σ_{i∈B} 1[c_i = k] log N(x_i; μ_k, I)
+
+and only the c_i of the minibatch are sampled and moved (w_i as above, unscaled: its own
+point's term is the only one that survives against the score of c_i). This needs the
+Rao-Blackwellized weights: in the naive total weight point i's own term would be scaled by
+n/b too, which biases its gradient.
+
 The exact ELBO is available in closed form (:func:`nfcourse.vi.mixture.elbo`), which lets the
 tests check these estimators for bias against autograd and lets the notebook plot the true
 objective along the noisy ascent.
@@ -93,26 +103,32 @@ def scores(mu: torch.Tensor, c: torch.Tensor, m: torch.Tensor, log_s2: torch.Ten
     return score_m, score_log_s2, onehot - torch.softmax(logits, -1)
 
 
-def local_weights(terms: dict[str, torch.Tensor], c: torch.Tensor,
-                  K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rao-Blackwellized weights: w_k [S, K] for the μ_k factors, w_i [S, n] for the c_i."""
+def local_weights(terms: dict[str, torch.Tensor], c: torch.Tensor, K: int,
+                  scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rao-Blackwellized weights: w_k [S, K] for the μ_k factors, w_i [S, n] for the c_i
+    (``scale`` = n/b multiplies the likelihood terms of w_k for a minibatch of b points)."""
     onehot = torch.nn.functional.one_hot(c, K).to(terms["log_lik"].dtype)     # [S, n, K]
     w_mu = (terms["log_p_mu"] - terms["log_q_mu"]
-            + (onehot * terms["log_lik"].unsqueeze(-1)).sum(1))
+            + scale * (onehot * terms["log_lik"].unsqueeze(-1)).sum(1))
     w_c = terms["log_p_c"] + terms["log_lik"] - terms["log_q_c"]
     return w_mu, w_c
 
 
 def grad_samples(x: torch.Tensor, m: torch.Tensor, log_s2: torch.Tensor, logits: torch.Tensor,
                  sigma2: float, S: int, rao_blackwell: bool = True,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, scale: float = 1.0):
     """Per-sample gradient terms f = score · weight and the scores h, for the global factors
-    (f_mu, h_mu: [S, K, D+1], columns m then log s²) and the local ones (f_c, h_c: [S, n, K])."""
+    (f_mu, h_mu: [S, K, D+1], columns m then log s²) and the local ones (f_c, h_c: [S, n, K]).
+    ``x`` and ``logits`` may be a minibatch, with ``scale`` = n/b (Rao-Blackwellized only)."""
     mu, c = sample_q(m, log_s2, logits, S, generator)
     terms = log_terms(x, mu, c, m, log_s2, logits, sigma2)
     score_m, score_log_s2, score_logits = scores(mu, c, m, log_s2, logits)
     if rao_blackwell:
-        w_mu, w_c = local_weights(terms, c, m.shape[0])
+        w_mu, w_c = local_weights(terms, c, m.shape[0], scale)
+    elif scale != 1.0:
+        raise ValueError("a minibatch needs the Rao-Blackwellized weights: in the naive total "
+                         "weight each point's own term would be scaled by n/b (biased); "
+                         "pass rao_blackwell=True")
     else:
         total = ((terms["log_p_mu"] - terms["log_q_mu"]).sum(-1)
                  + (terms["log_p_c"] + terms["log_lik"] - terms["log_q_c"]).sum(-1))   # [S]
@@ -142,8 +158,9 @@ def _cv_coefficients(f: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
 
 def bbvi_gradient(x: torch.Tensor, m: torch.Tensor, log_s2: torch.Tensor, logits: torch.Tensor,
                   sigma2: float, S: int, rao_blackwell: bool = True, control_variates: bool = True,
-                  generator: torch.Generator | None = None):
-    """The S-sample estimate of ∇ ELBO w.r.t. (m [K, D], log s² [K], logits [n, K]).
+                  generator: torch.Generator | None = None, scale: float = 1.0):
+    """The S-sample estimate of ∇ ELBO w.r.t. (m [K, D], log s² [K], logits [n, K]); for a
+    minibatch (``x``, ``logits`` its b rows, ``scale`` = n/b) the logits' rows of the batch.
 
     >>> from nfcourse.vi.mixture import simulate
     >>> sim = simulate(20, 2, generator=torch.Generator().manual_seed(0))
@@ -152,7 +169,8 @@ def bbvi_gradient(x: torch.Tensor, m: torch.Tensor, log_s2: torch.Tensor, logits
     >>> [g.shape for g in bbvi_gradient(sim.x, m, log_s2, logits, 25.0, S=10)]
     [torch.Size([2, 1]), torch.Size([2]), torch.Size([20, 2])]
     """
-    f_mu, h_mu, f_c, h_c = grad_samples(x, m, log_s2, logits, sigma2, S, rao_blackwell, generator)
+    f_mu, h_mu, f_c, h_c = grad_samples(x, m, log_s2, logits, sigma2, S, rao_blackwell,
+                                        generator, scale)
     if control_variates:
         f_mu = f_mu - _cv_coefficients(f_mu, h_mu) * h_mu
         f_c = f_c - _cv_coefficients(f_c, h_c) * h_c
@@ -176,6 +194,7 @@ class BbviResult:
     s2: torch.Tensor
     phi: torch.Tensor
     steps: list[int] = field(default_factory=list)
+    examples: list[int] = field(default_factory=list)
     elbo: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -183,9 +202,11 @@ class BbviResult:
 def bbvi(x: torch.Tensor, m: torch.Tensor, s2: torch.Tensor, sigma2: float, n_steps: int,
          S: int, lr: float = 0.05, rao_blackwell: bool = True, control_variates: bool = True,
          eval_every: int = 10, generator: torch.Generator | None = None,
-         desc: str | None = None) -> BbviResult:
+         desc: str | None = None, batch_size: int | None = None) -> BbviResult:
     """BBVI by Adam ascent on the score-function gradient, from (m, s²) with φ at its CAVI
-    update (as CAVI's first sweep would start).
+    update (as CAVI's first sweep would start). With ``batch_size`` b it is doubly stochastic:
+    each step draws b points without replacement, and only their logits move (lazy Adam,
+    ``torch.optim.SparseAdam``, so the others keep no stale momentum).
 
     >>> from nfcourse.vi.mixture import simulate, init_params
     >>> sim = simulate(50, 2, generator=torch.Generator().manual_seed(0))
@@ -195,23 +216,42 @@ def bbvi(x: torch.Tensor, m: torch.Tensor, s2: torch.Tensor, sigma2: float, n_st
     True
     """
     x = _as_2d(x)
+    n = x.shape[0]
+    b = n if batch_size is None else batch_size
+    if not 0 < b <= n:
+        raise ValueError(f"batch_size={batch_size} must be between 1 and the {n} data points")
     logits = torch.log(update_phi(x, m, s2).clamp_min(1e-12))
     params = [m.clone(), s2.log().clone(), logits]
-    opt = torch.optim.Adam(params, lr=lr, maximize=True)
+    if batch_size is None:
+        optimizers = [torch.optim.Adam(params, lr=lr, maximize=True)]
+    else:
+        optimizers = [torch.optim.Adam(params[:2], lr=lr, maximize=True),
+                      torch.optim.SparseAdam(params[2:], lr=lr, maximize=True)]
     result = BbviResult(m=m, s2=s2, phi=torch.softmax(logits, -1))
 
     def record(step):
         result.steps.append(step)
+        result.examples.append(step * b)
         result.elbo.append(elbo(x, torch.softmax(params[2], -1), params[0],
                                 params[1].exp(), sigma2).item())
 
     start = time.perf_counter()
     record(0)
     for t in progress(range(1, n_steps + 1), desc=desc, leave=False):
-        grads = bbvi_gradient(x, *params, sigma2, S, rao_blackwell, control_variates, generator)
+        if batch_size is None:
+            grads = bbvi_gradient(x, *params, sigma2, S, rao_blackwell, control_variates,
+                                  generator)
+        else:
+            idx = torch.randperm(n, generator=generator)[:b].to(x.device)
+            grads = bbvi_gradient(x[idx], params[0], params[1], params[2][idx], sigma2, S,
+                                  rao_blackwell, control_variates, generator, scale=n / b)
+            rows = torch.sparse_coo_tensor(idx.unsqueeze(0), grads[2], params[2].shape,
+                                           check_invariants=False)  # rows unique: randperm
+            grads = (*grads[:2], rows)
         for p, g in zip(params, grads):
             p.grad = g
-        opt.step()
+        for opt in optimizers:
+            opt.step()
         if t % eval_every == 0 or t == n_steps:
             record(t)
     result.m, result.s2, result.phi = params[0], params[1].exp(), torch.softmax(params[2], -1)

@@ -6,7 +6,8 @@ r"""Fitting a Gaussian Q = N(a, b²) to a 1-D Gaussian mixture P, by forward or 
                                           regions where p is small, so it seeks a mode
 
 For P = ½N(−5, 1) + ½N(5, 1): forward gives N(0, 26); reverse has two local minima near
-N(±5, 1) (KL ≈ log 2), and a saddle point at a = 0 between them.
+N(±5, 1) (KL ≈ log 2), and a third, worse local minimum between them: a wide Gaussian at
+a = 0, b ≈ 4.22 (KL ≈ 3.31; the Hessian in (a, log b) is about diag(0.056, 18.8) there).
 
 Expectations under a Gaussian N(a, b²) by the trapezoid rule in standardised coordinates,
 on J equally spaced nodes u_j in [−8, 8] with spacing h::

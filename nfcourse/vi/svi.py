@@ -128,10 +128,10 @@ def svi(x: torch.Tensor, m: torch.Tensor, s2: torch.Tensor, sigma2: float, batch
         generator: torch.Generator | None = None, desc: str | None = None) -> SviResult:
     """Natural-gradient SVI from (m, s²) for ``n_steps`` minibatch steps, ρ_t = (t + τ)^-κ.
 
-    The default τ = 10 damps the first steps (ρ_0 = 11^-0.7 = 0.19): with τ = 1, ρ_0 = 1 and
-    the first minibatch, scaled up n/b times, *replaces* the starting point; with b = 10 out
-    of 10 000 points that collapsed a mixture component for good (1.95 nats per point short
-    of the optimum after 10 passes).
+    The default τ = 10 damps the first steps (t counts from 0, so ρ_0 = 10^-0.7 ≈ 0.20):
+    with τ = 1, ρ_0 = 1 and the first minibatch, scaled up n/b times, *replaces* the starting
+    point; with b = 10 out of 10 000 points that collapses a mixture component for good (1.95
+    nats per point short of the optimum after 10 passes; Section 3 runs it).
 
     >>> from nfcourse.vi.mixture import simulate, init_params
     >>> sim = simulate(500, 3, generator=torch.Generator().manual_seed(1))
