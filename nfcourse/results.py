@@ -8,7 +8,7 @@ table together with its seed, its flow start (``flow_init``: ``random``, the enc
 default initialisation, or ``identity``, ``--flow-init identity``) and its recipe (the
 optimizer, its step size and the hidden units: ``adam 0.0003, tanh`` for every row before
 the second round of issue 22). Beside the NLL, R&M's Fig. 4 gives their test bound
-:math:`\mathcal F = -\text{ELBO}` of the NF row, which our test −ELBO compares with.
+:math:`\\mathcal F = -\\text{ELBO}` of the NF row, which our test −ELBO compares with.
 
 The CSV lives in the course's repository, which :func:`nfcourse.utils.repo_root` finds
 (``$NFCOURSE_ROOT``, else upwards from the working directory), never beside the installed

@@ -39,6 +39,8 @@ WRONG = [
     # 4.5a
     ("reparameterize", lambda m, lv, e: m + lv.exp() * e, r"exp\(log_var\) = σ², the variance"),
     ("reparameterize", lambda m, lv, e: m + lv * e, "log_var is log σ², not σ"),
+    # NaN where log_var < 0, on both calls alike: a wrong σ, not fresh noise
+    ("reparameterize", lambda m, lv, e: m + lv.sqrt() * e, "log_var is log σ², not σ²: σ ="),
     ("reparameterize", lambda m, lv, e: m + torch.exp(-0.5 * lv) * e, "sign in the exponent"),
     ("reparameterize", lambda m, lv, e: m + e, "ε is not scaled"),
     ("reparameterize", lambda m, lv, e: m, "the noise is missing"),

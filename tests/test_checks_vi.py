@@ -273,6 +273,29 @@ def test_rb_weight_mistakes(mistake, phrase):
     _fails_with(check.rb_weight_mu, mistake, phrase)
 
 
+@pytest.mark.parametrize("check_fn, mistake, phrase", [
+    # a minibatch that leaves a component without points: its s² must be the prior's σ²
+    (check.svi_step, lambda x, n, m, s2, sigma2, rho: svi_step(x, n, m, s2, sigma2 * len(x) / n,
+                                                               rho),
+     "your update scales the prior by n/b as well; only the data terms are scaled"),
+    # the known mean moved by 1 leaves the estimate at mean(f)
+    (check.control_variate, lambda f, h, hm: control_variate(f, h, h.mean()),
+     "you centred the control on its own sample mean"),
+    (check.control_variate, lambda f, h, hm: control_variate(f, h, 0.5),
+     "use the h_mean you are given"),
+    # samples where f(x) = x² and f′(x) = 2x differ
+    (check.score_function_terms, lambda x, mu: 2 * x * (x - mu),
+     "you multiplied the score by f′(x) = 2x"),
+    (check.score_function_terms, lambda x, mu: x ** 3, "do not depend on μ"),
+    # x = μ, where ∂/∂σ log N is −1/σ whatever the quadratic term
+    (check.normal_score, lambda x, mu, sigma: (normal_score(x, mu, sigma)[0],
+                                               -1 / sigma ** 2 + (x - mu) ** 2 / sigma ** 3),
+     "the normaliser term is off"),
+])
+def test_probes_name_the_part_that_is_wrong(check_fn, mistake, phrase):
+    _fails_with(check_fn, mistake, phrase)
+
+
 @pytest.mark.parametrize("check_fn, answer", REFERENCES, ids=IDS)
 def test_a_check_leaves_the_notebook_random_state_alone(check_fn, answer):
     """The notebook's global RNG is the same before and after a check, even for the one

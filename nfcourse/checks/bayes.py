@@ -117,6 +117,9 @@ def log_density_linear(fn: Callable) -> None:
             (expected + 2 * log_det,
              "the volume term has the wrong sign: p(x) = p_z(A^-1(x - b)) / |det A|, so "
              "subtract log|det A|"),
+            (expected + 0.5 * log_det,
+             "only half the log-det is subtracted: the covariance A A^T has "
+             "log det(A A^T) = 2 log|det A|, so -1/2 log det(A A^T) = -log|det A|"),
             (expected + 0.5 * d * LOG_2PI,
              "the -(d/2) log(2 pi) normalising constant of N(0, I) is missing"),
             (MultivariateNormal(torch.zeros(d, dtype=DTYPE), A @ A.T).log_prob(x),
@@ -244,10 +247,14 @@ def posterior(fn: Callable) -> None:
         expected = unnormalised / unnormalised.sum()
         marginal = _posterior_by_loops(joint, query, {})
         what = f"p(axis {query} | evidence {evidence})"
-        mistakes: list[Mistake] = []
+        mistakes: list[Mistake] = [
+            (torch.softmax(unnormalised, 0),
+             "softmax exponentiates first: it normalises log-probabilities. These are "
+             "probabilities already, so divide them by their sum"),
+        ]
         if evidence:
             likelihood = unnormalised / marginal
-            mistakes = [
+            mistakes += [
                 (unnormalised,
                  "these are the joint probabilities p(query, evidence): divide by "
                  "p(evidence), their sum over the query's values, so the answer sums to 1"),
@@ -396,23 +403,29 @@ def posterior_params(fn: Callable) -> None:
             (var.sqrt(), "this is the standard deviation sigma_N; return the variance"),
             *general_only,
         ])
-        general_only = [] if unit else [
-            (x.sum() / (n + 1), "right only when prior_var = noise_var = 1: use the arguments"),
-            (var * x.sum(), "scale the sum of the data by sigma_N^2 / sigma^2: the division "
-                            "by the noise variance is missing"),
-            (var * x.sum() * noise_var, "divide the sum of the data by the noise variance, "
-                                        "don't multiply"),
-            (x.sum() / (1 / noise_var + n / prior_var) / prior_var,
-             "prior_var and noise_var are swapped"),
-        ]
         ex.verdict(got_mean, mean, f"the posterior mean ({setting})", [
             (x.mean(), "this is the MLE x-bar; the prior pulls the posterior mean towards its "
                        "own mean 0 (with unit variances: sum(x)/(n+1), not sum(x)/n)"),
             (precision * x.sum() / noise_var, "multiply by the posterior variance, not the "
                                               "precision"),
-            *general_only,
+            *([] if unit else _posterior_mean_mistakes(x, prior_var, noise_var)),
         ])
     ex.passed("mean and variance match conditioning the joint Gaussian of (mu, x)")
+
+
+def _posterior_mean_mistakes(x: Tensor, prior_var: float, noise_var: float) -> list[Mistake]:
+    """Wrong posterior means (which is also the MAP) that only variances other than 1 show."""
+    n = x.numel()
+    var = 1 / (1 / prior_var + n / noise_var)
+    return [
+        (x.sum() / (n + 1), "right only when prior_var = noise_var = 1: use the arguments"),
+        (var * x.sum(), "scale the sum of the data by sigma_N^2 / sigma^2: the division "
+                        "by the noise variance is missing"),
+        (var * x.sum() * noise_var, "divide the sum of the data by the noise variance, "
+                                    "don't multiply"),
+        (x.sum() / (1 / noise_var + n / prior_var) / prior_var,
+         "prior_var and noise_var are swapped"),
+    ]
 
 
 @self_check
@@ -441,8 +454,7 @@ def map_estimate(fn: Callable) -> None:
                        "pulls it towards 0"),
         ]
         if not prior_var == noise_var == 1.0:
-            mistakes.append((x.sum() / (n + 1),
-                             "right only when prior_var = noise_var = 1: use the arguments"))
+            mistakes += _posterior_mean_mistakes(x, prior_var, noise_var)
         ex.verdict(got, expected,
                  f"the MAP estimate (n={n}, prior_var={prior_var}, noise_var={noise_var})",
                  mistakes, shape_hint="return one number (a 0-dim tensor)")

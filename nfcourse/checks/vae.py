@@ -41,6 +41,12 @@ def _randn(gen: torch.Generator, *shape: int) -> Tensor:
     return torch.randn(shape, generator=gen, dtype=DTYPE)
 
 
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Two calls gave the same values, NaN where both have NaN included (σ = sqrt(log_var)
+    is NaN for log_var < 0 on every call: that is a wrong σ, not fresh noise)."""
+    return torch.allclose(a.detach(), b.detach().to(a.dtype), rtol=0, atol=0, equal_nan=True)
+
+
 
 
 # 4.2 ----------------------------------------------------------------------------------------
@@ -64,6 +70,8 @@ def reparam_gradient_terms(fn: Callable) -> None:
             (x**2 * eps, "this is the score-function estimator f(X)(X − μ) of Section 3; the "
                          "reparameterisation estimator differentiates f itself: 2(μ + ε)"),
             (2 * eps, "X = μ + ε: the μ is missing, so the average is 0 instead of 2μ"),
+            (x, "the factor 2 is missing: d/dμ (μ + ε)² = 2(μ + ε)"),
+            (2 * mu + eps, "the brackets are missing: 2(μ + ε) doubles ε too"),
             (2 * mu * torch.ones_like(eps), "this is the exact gradient 2μ for every sample; "
                                             "the estimator is 2(μ + ε), one value per ε"),
             (expected.mean(), "return one estimate per sample ε (shape [n]); the notebook "
@@ -100,6 +108,8 @@ def reparameterize(fn: Callable) -> None:
         (m + lv.sqrt() * eps, "log_var is log σ², not σ²: σ = exp(0.5 · log_var)"),
         (m + torch.exp(-0.5 * lv) * eps, "the sign in the exponent is flipped: "
                                          "σ = exp(+0.5 · log_var)"),
+        (m + 0.5 * lv.exp() * eps, "the ½ belongs inside the exponent: σ = exp(0.5 · log_var), "
+                                   "not 0.5 · exp(log_var)"),
         (m + eps, "ε is not scaled: z = μ + σ ε with σ = exp(0.5 · log_var)"),
         (m * eps + std, "μ and σ are swapped: z = μ + σ ε (σ scales the noise, μ shifts it)"),
         (m, "the noise is missing: z = μ + σ ε (returning μ gives the deterministic "
@@ -109,7 +119,7 @@ def reparameterize(fn: Callable) -> None:
     got_again = ex.call(fn, mu, log_var, eps)
     got_t = ex.tensor(got, "z")
     if (isinstance(got_again, Tensor) and got_t.shape == got_again.shape
-            and not torch.equal(got_t.detach(), got_again.detach())):
+            and not _same(got_t, got_again)):
         ex.fail("two calls with the same eps gave different z",
                 hint="use the eps you are given instead of drawing new noise (torch.randn): "
                      "the caller owns the randomness, which makes the sample reproducible")
@@ -166,6 +176,11 @@ def elbo(fn: Callable) -> None:
         (ll.sum() - kl, "the binary cross-entropy was summed over the whole batch "
                         "(reduction='sum'); use reduction='none' and .sum(-1): one value per "
                         "image"),
+        (ll - kl.sum(), "the KL was summed over the batch too: one KL per image, summed over "
+                        "the latents only (.sum(-1))"),
+        (-((probs - x) ** 2).sum(-1) - kl,
+         "that is a squared error, the log-likelihood of a Gaussian decoder; this decoder is "
+         "Bernoulli: use binary_cross_entropy_with_logits"),
         (expected.mean(), "you averaged over the batch; return one ELBO per data point, "
                           "shape [B]"),
         (expected.sum(), "you summed over the batch; return one ELBO per data point, shape [B]"),
@@ -260,14 +275,19 @@ def iwae_bound(fn: Callable) -> None:
     expected = _lse64(log_w)
     lse = expected + math.log(k)
     mistakes: list[Mistake] = [
+        (expected + 2 * math.log(k), "subtract log k, do not add it: log (1/k) Σ w = "
+                                     "logsumexp − log k"),
         (lse, f"the −log k is missing: the bound averages the k weights, "
               f"log (1/k) Σ w = logsumexp − log k (here log {k} = {math.log(k):.4f})"),
+        (lse / k, f"the 1/k sits inside the log: subtract log k (here {math.log(k):.4f}) "
+                  "instead of dividing by k"),
         (log_w.mean(0), "you averaged the log-weights: that is the k-sample ELBO, not the IWAE "
                         "bound; average the weights inside the log"),
         (torch.logsumexp(log_w, 1) - math.log(B), "the reduction runs over the wrong axis: the "
                                                   "k samples are along dim 0, data along dim 1"),
-        (_lse64(log_w.T), "the reduction runs over the wrong axis: the k samples are along "
-                          "dim 0, data along dim 1"),
+        (torch.logsumexp(log_w, 1) - math.log(k), "the reduction runs over the wrong axis: "
+                                                  "the k samples are along dim 0, data along "
+                                                  "dim 1"),
         (log_w.max(0).values, "you kept only the largest weight; add all k of them "
                               "(logsumexp does, stably)"),
         (log_w.max(0).values - math.log(k), "you kept only the largest weight; add all k of "
