@@ -5,6 +5,7 @@
     python3 tasks.py test     # make .venv, install nfcourse[test], run the whole test suite
     python3 tasks.py progress # which exercises you have done, which fail, which are next
     python3 tasks.py compare 6.5b  # your answer to Exercise 6.5b beside the solution's
+    python3 tasks.py site     # install nfcourse[site], build the course website into site/
 
 Each creates ``.venv`` on first use and reinstalls only when pyproject.toml changes.
 Arguments after ``test`` go to pytest (e.g. ``python3 tasks.py test -k curriculum``);
@@ -55,7 +56,7 @@ def ensure_env(extra: str | None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"course", "test", "progress", "compare"}:
+    if not argv or argv[0] not in {"course", "test", "progress", "compare", "site"}:
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
@@ -67,6 +68,9 @@ def main(argv: list[str]) -> int:
         ensure_env(None)
         env = {**os.environ, "NFCOURSE_ROOT": os.environ.get("NFCOURSE_ROOT") or str(ROOT)}
         return subprocess.call([str(PYTHON), "-m", "nfcourse", command, *rest], env=env)
+    if command == "site":    # options: website/build.py --help
+        ensure_env("site")
+        return subprocess.call([str(PYTHON), str(ROOT / "website" / "build.py"), *rest], cwd=ROOT)
     ensure_env("test")
     return subprocess.call([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT)
 

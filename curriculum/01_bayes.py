@@ -65,12 +65,13 @@ import numpy as np
 import scipy.optimize
 import scipy.stats
 import torch
-from ipywidgets import FloatSlider, IntSlider, interact
+from ipywidgets import FloatSlider, IntSlider
 from torch.distributions import (Dirichlet, Independent, MultivariateNormal, Normal,
                                  kl_divergence)
 
 from nfcourse import bayes, pick, seed_everything
 from nfcourse.checks import bayes as check
+from nfcourse.widgets import interact
 
 # Float64 throughout: the identities below are checked to 1e-10, beyond float32's reach.
 torch.set_default_dtype(torch.float64)

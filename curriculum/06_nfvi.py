@@ -66,7 +66,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
-from ipywidgets import FloatSlider, interact
+from ipywidgets import FloatSlider
 from torch.distributions import Independent, MultivariateNormal, Normal, Uniform
 
 from nfcourse import flows as nf
@@ -77,6 +77,7 @@ from nfcourse.models import VAE, FlowPosterior, GaussianLikelihood, Prior
 from nfcourse.plotting import density_on_grid, image_grid, plot_density, plot_samples
 from nfcourse.results import markdown as table2_markdown, plot_table2, read_table2
 from nfcourse.train import TrainConfig, evaluate, fit, refit_encoder
+from nfcourse.widgets import interact
 
 _ = seed_everything(0)
 started = time.perf_counter()

@@ -7,8 +7,8 @@ notebooks re-implements what lives in this package.
 Layers (imports only point down; ``tests/test_layering.py`` reads every import and fails
 on one that points up, or on a module missing from this list):
 
-0. ``config``, ``utils``, ``closed_forms``: fast mode, devices, progress; the log-densities
-   every layer shares
+0. ``config``, ``utils``, ``closed_forms``, ``widgets``: fast mode, devices, progress; the
+   log-densities every layer shares; sliders that a static page shows at their start
 1. ``data``, ``targets``: what we fit (data sets; the energies U1-U4)
 2. ``flows``: bijections with log-determinants, flow distributions
 3. ``vi``, ``models``, ``bayes``: inference before flows; the VAE with pluggable posterior,

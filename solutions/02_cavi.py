@@ -64,13 +64,14 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
-from ipywidgets import IntSlider, interact
+from ipywidgets import IntSlider
 from torch.distributions import Categorical, Normal
 
 from nfcourse import bayes, pick, seed_everything
 from nfcourse.checks import vi as check
 from nfcourse.checks import yours_or_reference
 from nfcourse.vi import kl_fit, mixture
+from nfcourse.widgets import interact
 
 # The problems here are tiny: one thread is faster than several (threads only add overhead).
 torch.set_num_threads(1)

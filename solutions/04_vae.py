@@ -61,7 +61,7 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
-from ipywidgets import FloatSlider, IntSlider, interact
+from ipywidgets import FloatSlider, IntSlider
 from torch import nn
 from torch.distributions import MultivariateNormal
 
@@ -72,6 +72,7 @@ from nfcourse.data import binarize, load_binarized_mnist, load_mnist
 from nfcourse.models import VAE, DiagonalGaussian, GaussianLikelihood, PointMass
 from nfcourse.vi import estimators
 from nfcourse.train import TrainConfig
+from nfcourse.widgets import interact
 
 _ = seed_everything(0)
 device = get_device()

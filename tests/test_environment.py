@@ -25,13 +25,16 @@ def _split(requirement: str) -> tuple[str, str]:
 
 def test_conda_environment_mirrors_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pip = dict(_split(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]
+    extras = project["optional-dependencies"]
+    pip = dict(_split(r) for r in project["dependencies"] + extras["test"] + extras["site"]
                if "python_version" not in r)
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = {}
     for item in env["dependencies"]:
-        if isinstance(item, str):
-            name, spec = _split(item)
+        for requirement in [item] if isinstance(item, str) else item["pip"]:  # pip: PyPI only
+            if requirement.startswith("--"):
+                continue
+            name, spec = _split(requirement)
             if name not in CONDA_ONLY:
                 conda[CONDA_TO_PIP.get(name, name)] = spec
     assert conda == pip, (
