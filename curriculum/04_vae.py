@@ -295,8 +295,8 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# > *Not shown here, since it gives an answer away:* the three claims of the answer, as
-# > measured. Find it in `solutions/04_vae.py` once you have done the exercise.
+# > *Not shown here, since it gives an answer away:* the three claims of the answer, as measured
+# > (after all the steps). Find it in `solutions/04_vae.py` once you have done the exercise.
 
 # %% [markdown]
 # ## 4.5 The VAE on statically binarized MNIST
