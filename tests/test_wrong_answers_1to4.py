@@ -567,6 +567,17 @@ def report() -> str:
 
 # Tests -------------------------------------------------------------------------------------
 
+@pytest.fixture(autouse=True)
+def _distributions_check_their_arguments():
+    """As in a student's kernel, torch.distributions validate their arguments: some wrong
+    answers crash on it (a non-triangular scale_tril, an Exponential's cdf below 0). Other
+    tests' imports (pyro) may switch validation off for the whole process."""
+    before = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(True)
+    yield
+    torch.distributions.Distribution.set_default_validate_args(before)
+
+
 @pytest.mark.parametrize("index", range(len(ENTRIES)), ids=IDS)
 def test_wrong_answer_is_caught_and_named(index):
     check, _, _, hint = ENTRIES[index]
