@@ -111,7 +111,7 @@ def main(argv: list[str]) -> int:
     if code:
         print(f"site build failed after {seconds:.0f} s (the first error is above)")
         return code
-    pages = len(list(OUT.rglob("*.html")))
+    pages = len([p for p in OUT.rglob("*.html") if "_static" not in p.parts])
     size = sum(p.stat().st_size for p in OUT.rglob("*") if p.is_file()) / 2**20
     print(f"site/: {pages} pages, {size:.0f} MiB, built in {seconds:.0f} s; "
           f"open site/index.html, or serve it: python3 -m http.server -d site")
