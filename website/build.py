@@ -37,7 +37,8 @@ SECTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
 def stage() -> None:
     if STAGE.exists():
         shutil.rmtree(STAGE)
-    shutil.copytree(ROOT / "website", STAGE, ignore=shutil.ignore_patterns("build.py", "__pycache__"))
+    shutil.copytree(ROOT / "website", STAGE,
+                    ignore=shutil.ignore_patterns("build.py", "__pycache__"))
     (STAGE / "sections").mkdir()
     (STAGE / "downloads").mkdir()
     for solution in SECTIONS:
@@ -48,8 +49,8 @@ def stage() -> None:
                     ignore=shutil.ignore_patterns("*.pt", "*.pt.*"))
     draw_table2(STAGE / "studies")
     energies = STAGE / "studies" / "results" / "energies.md"   # a table with no title of its own
-    energies.write_text("# The four energies: KL(q ‖ p) of each flow\n\n" + energies.read_text("utf-8"),
-                        "utf-8")
+    energies.write_text("# The four energies: KL(q ‖ p) of each flow\n\n"
+                        + energies.read_text("utf-8"), "utf-8")
     mathjax = Path(importlib.util.find_spec("sphinx-mathjax-offline").origin).parent
     shutil.copytree(mathjax / "static" / "mathjax", STAGE / "_static" / "mathjax")
 
@@ -66,7 +67,8 @@ def draw_table2(studies: Path) -> None:
     plt.close(fig)
     page = studies / "table2.md"
     title, rest = page.read_text("utf-8").split("\n", 1)
-    figure = ("\n```{figure} table2.png\n:alt: Test NLL against flow length K, R&M's rows and ours\n\n"
+    figure = ("\n```{figure} table2.png\n"
+              ":alt: Test NLL against flow length K, R&M's rows and ours\n\n"
               "R&M's Table 2 (test −ln p(x)) and our cells, drawn by "
               "`nfcourse.results.plot_table2` from `docs/results/table2.csv`.\n```\n")
     page.write_text(f"{title}\n{figure}{rest}", "utf-8")
