@@ -4,7 +4,7 @@
     python3 tasks.py course   # make .venv, install nfcourse, open JupyterLab on work/ (your copies)
     python3 tasks.py test     # make .venv, install nfcourse[test], run the whole test suite
     python3 tasks.py progress # which exercises you have done, which fail, which are next
-    python3 tasks.py compare 6.5b  # your answer to Exercise 6.5b beside the solution's
+    python3 tasks.py compare 6.3b  # your answer to Exercise 6.3b beside the solution's
     python3 tasks.py site     # install nfcourse[site], build the course website into site/
 
 Each creates ``.venv`` on first use and reinstalls only when pyproject.toml changes.

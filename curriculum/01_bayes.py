@@ -94,9 +94,11 @@ _ = seed_everything(0)
 
 # %%
 def log_density_linear(x, A, b):
-    """log p(x) for x = A z + b, z ~ N(0, I). x: [n, d], A: [d, d], b: [d]. Returns [n]."""
+    """log p(x) for x = A z + b, z ~ N(0, I), as above. x: [n, d], A: [d, d], b: [d]. Returns [n]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: solve for z = A^-1 (x - b) row by row, then use your derivation).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: solve for z = A^-1 (x - '
+        'b) row by row, then use your derivation).')
 
 
 # %%
@@ -195,7 +197,9 @@ cpts = bayes.sprinkler_cpts()
 def joint_table(p_c, p_s_given_c, p_r_given_c, p_w_given_sr):
     """The joint p(c, s, r, w) as a [2, 2, 2, 2] tensor, the product of the four CPTs."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: p_c[:, None, None, None] lines p(C) up with axis 0; likewise the rest).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: p_c[:, None, None, None]'
+        ' lines p(C) up with axis 0; likewise the rest).')
 
 
 # %%
@@ -212,7 +216,9 @@ check.joint_table(joint_table)
 def posterior(joint, query, evidence):
     """p(query | evidence) by enumeration: a tensor with one probability per query value."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: restrict to the evidence with narrow, sum over all other axes, normalise).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: restrict to the evidence'
+        ' with narrow, sum over all other axes, normalise).')
 
 
 # %%
@@ -248,7 +254,9 @@ x_all = mu_true + torch.randn(n_max)  # sigma^2 = 1
 def log_likelihood(mu, x, noise_var=1.0):
     """log p(D; mu) for i.i.d. x ~ N(mu, noise_var). mu: a number (0-dim tensor), x: [n]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: sum the log-densities of the observations, normalising constant included).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: sum the log-densities of'
+        ' the observations, normalising constant included).')
 
 
 # %%
@@ -259,7 +267,9 @@ check.log_likelihood(log_likelihood)
 def mle(x):
     """The maximum-likelihood estimate of mu from the data x: [n]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: set the derivative of the log-likelihood to zero).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: set the derivative of '
+        'the log-likelihood to zero).')
 
 
 # %%
@@ -270,7 +280,9 @@ check.mle(mle)
 def posterior_params(x, prior_var=1.0, noise_var=1.0):
     """Mean and variance of p(mu | D) under the prior mu ~ N(0, prior_var), as a tuple."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: read mean and variance off the completed square of your derivation (c)).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: read mean and variance '
+        'off the completed square of your derivation (c)).')
 
 
 # %%
@@ -281,7 +293,9 @@ check.posterior_params(posterior_params)
 def map_estimate(x, prior_var=1.0, noise_var=1.0):
     """The MAP estimate of mu: the maximiser of p(mu | D)."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: where is a Gaussian density highest?).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: where is a Gaussian '
+        'density highest?).')
 
 
 # %%
@@ -401,7 +415,9 @@ plt.show()
 def kl_categorical(p, q):
     """KL(p || q) for probability vectors along the last axis: [..., k] -> [...]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: torch.xlogy(a, b) computes a * log(b) and is 0 where a is 0).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: torch.xlogy(a, b) '
+        'computes a * log(b) and is 0 where a is 0).')
 
 
 # %%
@@ -452,7 +468,9 @@ print(f"{n_pairs} random pairs: smallest KL(q || p) {kl_qp.min():.2e}, none nega
 def kl_diag_std_normal(mu, log_var):
     """KL(N(mu, diag(exp(log_var))) || N(0, I)) for each row: [batch, k] -> [batch]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: sigma^2 = exp(log_var); sum over the last axis only).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: sigma^2 = exp(log_var); '
+        'sum over the last axis only).')
 
 
 # %%
@@ -524,7 +542,9 @@ plt.show()
 def elbo_conjugate(m, s2, x, prior_var=1.0, noise_var=1.0):
     """F(q) for q(mu) = N(m, s2): m, s2 numbers (0-dim tensors), x: [n]. Returns a number."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: expected log-likelihood + expected log-prior + entropy of q).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: expected log-likelihood '
+        '+ expected log-prior + entropy of q).')
 
 
 # %%

@@ -122,7 +122,9 @@ def reverse_kl_mc(p, mean, log_std, n):
     mean, log_std: 0-dim tensors (requires_grad); returns a 0-dim tensor.
     """
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: x = mean + exp(log_std) * eps; average log q(x) - log p(x)).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: x = mean + exp(log_std) '
+        '* eps; average log q(x) - log p(x)).')
 
 
 # %%
@@ -192,7 +194,9 @@ x1 = sim1.x                                            # [n, 1]
 def expected_log_lik(x, phi, m, s2):
     """E_q[log p(x_i | c_i, mu)] for each point of a 1-D mixture, shape [n]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: broadcast x[:, None] against m[None, :]; E[mu_k^2] = m_k^2 + s_k^2).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: broadcast x[:, None] '
+        'against m[None, :]; E[mu_k^2] = m_k^2 + s_k^2).')
 
 
 # %%
@@ -301,13 +305,17 @@ for grad in (grad_m, grad_s2, grad_logits):
 def update_phi(x, m, s2):
     """CAVI update of q(c_i) for every i: phi [n, K]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: get log phi up to a constant for all i, k in one matrix product; normalise rows).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: get log phi up to a '
+        'constant for all i, k in one matrix product; normalise rows).')
 
 
 def update_m_s2(x, phi, sigma2):
     """CAVI update of q(mu_k) for every k: m [K, D], s2 [K]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: the precision is 1/sigma2 + sum_i phi_ik).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: the precision is '
+        '1/sigma2 + sum_i phi_ik).')
 
 
 # %%

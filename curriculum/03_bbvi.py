@@ -134,7 +134,9 @@ SIGMA2 = 25.0                             # prior variance of the component mean
 def svi_step(x_batch, n, m, s2, sigma2, rho):
     """One natural-gradient SVI step on a minibatch; returns (m, s2)."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: local step first; then work in natural parameters, converting back at the end).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: local step first; then '
+        'work in natural parameters, converting back at the end).')
 
 
 # %%
@@ -241,7 +243,9 @@ plt.show()
 def normal_score(x, mu, sigma):
     """(d/dmu, d/dsigma) of log N(x; mu, sigma^2)."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: differentiate each term of the log-density).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: differentiate each term '
+        'of the log-density).')
 
 
 # %%
@@ -355,7 +359,9 @@ print("Gaussian: Hessian of a(eta) =", matrix_text(hess_a),
 def score_function_terms(x, mu):
     """Per-sample score-function estimates of d/dmu E_{N(mu,1)}[X^2]."""
     # YOUR CODE HERE
-    raise NotImplementedError("Exercise not done yet: replace this line with your code (hint: one sample's term is the integrand of the expectation you derived, at that sample).")
+    raise NotImplementedError(
+        "Exercise not done yet: replace this line with your code (hint: one sample's term is the"
+        ' integrand of the expectation you derived, at that sample).')
 
 
 # %%
@@ -506,9 +512,11 @@ Z = torch.empty(MC).exponential_(0.5, generator=g)        # and 3.9
 
 # %%
 def control_variate(f, h, h_mean):
-    """(estimate, a): the average of f - a (h - h_mean) with a = Cov(f, h) / Var(h)."""
+    """(estimate, a): the average of f - a (h - h_mean) with a = Cov(f, h) / Var(h), as above."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: sample moments give a; the known mean, not the sample one, centres the control).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: sample moments give a; '
+        'the known mean, not the sample one, centres the control).')
 
 
 # %%
@@ -523,7 +531,9 @@ check.control_variate(control_variate)
 def tail_given(y, t, rate):
     """P(W > t - y) for W ~ Exp(rate), elementwise in y."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: the survival function of Exp(rate) at max(t - y, 0)).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: the survival function of'
+        ' Exp(rate) at max(t - y, 0)).')
 
 
 # %%
@@ -627,7 +637,9 @@ for name, rb, cv in [("naive", False, False), ("Rao-Blackwellized", True, False)
 def rb_weight_mu(terms, c, K):
     """Rao-Blackwellized weights of the q(mu_k) factors, [S, K]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: one_hot(c, K), shape [S, n, K], picks out the points assigned to each k).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: one_hot(c, K), shape [S,'
+        ' n, K], picks out the points assigned to each k).')
 
 
 # %%

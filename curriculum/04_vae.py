@@ -134,9 +134,11 @@ def show_images(images, nrow, ax, title):
 
 # %%
 def reparam_gradient_terms(eps, mu):
-    """Per-sample reparameterisation estimates of d/dmu E_{N(mu,1)}[X^2], X = mu + eps."""
+    """Per-sample reparameterisation estimates of d/dmu E_{N(mu,1)}[X^2], X = mu + eps as above."""
     # YOUR CODE HERE
-    raise NotImplementedError("Exercise not done yet: replace this line with your code (hint: write the integrand as a function of mu and eps; one sample's estimate is its derivative in mu).")
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: write the integrand as a'
+        " function of mu and eps; one sample's estimate is its derivative in mu).")
 
 
 # %%
@@ -318,9 +320,11 @@ plt.show()
 
 # %%
 def reparameterize(mu, log_var, eps):
-    """z = mu + sigma * eps, elementwise, with sigma from log_var = log sigma^2."""
+    """z = mu + sigma * eps as above, elementwise, with sigma from log_var = log sigma^2."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: log_var is log σ², not σ: recover σ from it first).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: log_var is log σ², not '
+        'σ: recover σ from it first).')
 
 
 # %%
@@ -344,7 +348,9 @@ check.reparameterize(reparameterize)
 def elbo(x, x_logits, mu, log_var):
     """One-sample ELBO per image: log p(x | z) (Bernoulli, from logits) − KL(q ‖ N(0, I))."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: log p(x|z) = −BCE with logits summed over pixels; subtract the KL of Exercise 1.5).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: log p(x|z) = −BCE with '
+        'logits summed over pixels; subtract the KL of Exercise 1.5).')
 
 
 # %%
@@ -370,7 +376,9 @@ check.elbo(elbo)
 def iwae_bound(log_w):
     """log (1/k) sum_s exp(log_w[s]) for each column of log_w ([k, B] -> [B])."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: the mean of k weights w = exp(log w) overflows if you exponentiate: stay in log space).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: the mean of k weights w '
+        '= exp(log w) overflows if you exponentiate: stay in log space).')
 
 
 # %%

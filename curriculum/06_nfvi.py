@@ -22,30 +22,35 @@
 # # Section 6: Variational inference with normalizing flows (Rezende & Mohamed, 2015)
 #
 # Section 4's VAE approximates every posterior $p_\theta(z \mid x)$ by a diagonal Gaussian; Section 5
-# built flows. Rezende & Mohamed put the two together: the encoder outputs a diagonal Gaussian
-# $q_0(z_0 \mid x)$ **and the parameters of a flow** $f_x = f_K \circ \dots \circ f_1$, and the posterior
-# is the pushed-forward density
+# built flows. Rezende & Mohamed (R&M) put the two together: the encoder outputs a diagonal
+# Gaussian $q_0(z_0 \mid x)$ **and the parameters of a flow** $f_x = f_K \circ \dots \circ f_1$, and the
+# posterior is the density of $z_K = f_x(z_0)$, by Section 5's change of variables,
 #
 # $$
-# z_K = f_x(z_0),\qquad \log q_K(z_K \mid x) = \log q_0(z_0 \mid x) - \sum_{k=1}^K \log\left|\det\frac{\partial f_k}{\partial z_{k-1}}\right|,
+# \log q_K(z_K \mid x) = \log q_0(z_0 \mid x) - \sum_{k=1}^K \log\left|\det\frac{\partial f_k}{\partial z_{k-1}}\right|.
 # $$
 #
-# which enters the ELBO, their **free energy** (eq. 15), as
-# $\mathcal F(x) = \mathbb E_{q_0}\big[\log q_0(z_0) - \sum_k \log|\det \partial f_k/\partial z_{k-1}| - \log p_\theta(x, z_K)\big] = -\mathcal L(x)$.
-# No inverse is needed: everything is computed on the way forward.
+# This $q_K$ takes the place of the Gaussian in the ELBO; R&M call the negative ELBO the **free
+# energy** $\mathcal F(x)$ (their eq. 15), and you write it down in 6.5.
 #
-# | | exercise | what it shows |
+# | | exercise | what you do |
 # |---|---|---|
-# | 6.1 | why the encoder must output the flow's parameters | a global flow is a VAE in disguise: the same ELBO, exactly |
-# | 6.2 | generation does not involve the flow | the samples of the model are the same whatever the posterior |
-# | 6.3 | R&M Fig. 1 | planar and radial flows on a Gaussian and a uniform base; a widget |
-# | 6.4 | density estimation against sampling | scoring the flow's own samples is free; scoring any point needs the inverse: its cost |
-# | 6.5 | **implement** the planar layer, $\hat u$, and the free energy; train the NF-VAE | $K$ = 0, 2, 10 on binarized MNIST; $q$ before and after the flow |
-# | 6.6 | planar flows with $M$ hidden units | the generalised matrix determinant lemma, its cost in $M$; Sylvester flows |
-# | 6.7 | the IWAE bound by Jensen | $\mathcal L \le \mathcal L_k \le \mathcal L_{k'} \le \log p(x)$, checked where $\log p(x)$ is exact |
-# | 6.8 | Cremer et al.'s "true posteriors" | $p(z\mid x)$ on a grid for a 2-D latent, against four approximations |
-# | 6.9 | encoder overfitting | the approximation and amortization gaps on training and test images |
-# | Table 2 | R&M's Table 2 at full scale | our runs beside the paper's (trained elsewhere; the table and the command) |
+# | 6.1 | why the encoder must output the flow's parameters | argue it, then test the argument on a global flow |
+# | 6.2 | what the flow means for generation | argue it, then sample a model with and without a flow |
+# | 6.3 | **implement** $\hat u$ and the planar layer; R&M Fig. 1 | your layer bends a Gaussian and a uniform base; a widget |
+# | 6.4 | density estimation against sampling | argue it, then time the two ways of scoring a point |
+# | 6.5 | **implement** the free energy; train the NF-VAE | $K$ = 0, 2, 10 and a global flow on binarized MNIST, compared image by image |
+# | 6.6 | planar flows with $M$ hidden units | derive the log-det, then time it against $M$ |
+# | 6.7 | the IWAE bound by Jensen | derive it, then check it where $\log p(x)$ is exact |
+# | 6.8 | Cremer et al.'s "true posteriors" | work out how, then draw them for a 2-D latent |
+# | 6.9 | encoder overfitting | explain it, then measure two gaps on training and test images |
+# | Table 2 | R&M's Table 2 at full scale | our runs beside the paper's (trained elsewhere; the table and the commands) |
+#
+# **Two gaps** (Cremer et al. 2018), used from 6.5 on. With $q^*$ the member of the posterior family
+# with the highest ELBO *for one image* $x$, and $q$ the one the encoder outputs for it,
+# $\log p(x) - \mathcal L[q] = \big(\log p(x) - \mathcal L[q^*]\big) + \big(\mathcal L[q^*] - \mathcal L[q]\big)$: the
+# **approximation gap**, what the family cannot do, plus the **amortization gap**, what one
+# encoder for all images fails to do.
 #
 # **How to work through it.** As in Sections 4–5: derivations in Markdown, code exercises
 # followed by a self-check that names the usual mistakes, **Compare with the solution** before a
@@ -70,24 +75,26 @@ from ipywidgets import FloatSlider
 from torch.distributions import Independent, MultivariateNormal, Normal, Uniform
 
 from nfcourse import flows as nf
-from nfcourse import objectives, pick, seed_everything
+from nfcourse import objectives, pick, progress, seed_everything
 from nfcourse.checks import nfvi as check
 from nfcourse.data import load_binarized_mnist
 from nfcourse.models import VAE, FlowPosterior, GaussianLikelihood, Prior
 from nfcourse.plotting import density_on_grid, image_grid, plot_density, plot_samples
 from nfcourse.results import markdown as table2_markdown, plot_table2, read_table2
-from nfcourse.train import TrainConfig, evaluate, fit, refit_encoder
+from nfcourse.train import TrainConfig, fit, refit_encoder
+from nfcourse.utils import paired_change
 from nfcourse.widgets import interact
 
 _ = seed_everything(0)
-started = time.perf_counter()
 
 # Every size in one place; NFCOURSE_FAST=1 (the tests) picks the small ones.
 N_TRAIN = pick(full=20_000, fast=600)       # binarized MNIST training images
 N_TEST = pick(full=1_000, fast=100)         # random test images for the bounds and NLLs
 EPOCHS = pick(full=10, fast=1)              # NF-VAE epochs of 200 steps of 100 images
 Z_DIM, HIDDEN = 20, 200                     # the student-scale NF-VAE (R&M: 40 and 400)
+ACTIVATION = "maxout"                       # R&M's hidden units (pool of 4)
 NLL_S = pick(full=200, fast=20)             # importance samples per test image
+ELBO_S = pick(full=100, fast=10)            # draws per test image for its ELBO
 # In fast mode training is too short for the flows to beat K = 0; the comparison is only
 # asserted at the default settings.
 NLL_SLACK = pick(full=0.0, fast=math.inf)
@@ -176,14 +183,78 @@ print("samples identical with either posterior:", torch.equal(samples_gaussian, 
 assert torch.equal(samples_gaussian, samples_flow)
 
 # %% [markdown]
-# ## 6.3 R&M Fig. 1: planar and radial flows
+# ## 6.3 R&M Fig. 1 with your planar layer
 #
-# *Reproduce figures like R&M's Fig. 1.* The density of $z_K = f_K \circ \dots \circ f_1(z_0)$ on a grid,
-# by the change of variables (for planar layers through their numerical inverse, for radial ones
-# in closed form), beside histograms of samples, for $K = 1, 2, 10$ layers, from a standard normal
-# and from a uniform base on $[-2, 2]^2$.
+# *Reproduce figures like R&M's Fig. 1 with your own implementation.* First the planar layer
+# $f(z) = z + u\,h(w^\top z + b)$ (R&M §4.1) in the form VI uses it, then your layers move a
+# Gaussian and a uniform square.
+#
+# **(a) The invertible planar layer.** With $h = \tanh$, $f(z) = z + u\,h(w^\top z + b)$ is invertible if
+# and only if $w^\top u \ge -1$ (R&M, Appendix A.1, state the condition as sufficient: it is, for any
+# $h$ with $0 \le h' \le 1$; for $\tanh$ it is also necessary). Any $u$ is mapped to one that satisfies it,
+#
+# $$
+# \hat u = u + \big[m(w^\top u) - w^\top u\big]\frac{w}{\lVert w\rVert^2},\qquad m(x) = -1 + \operatorname{softplus}(x),
+# $$
+#
+# so that $w^\top \hat u = m(w^\top u) > -1$. Given rows `u`, `w` of shape `[B, D]`, return $\hat u$, `[B, D]`.
+
 
 # %%
+def planar_u_hat(u, w):
+    """û = u + (m(wᵀu) − wᵀu) w / ‖w‖², m(x) = −1 + softplus(x), as above, row by row."""
+    # YOUR CODE HERE
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: compute wᵀu and ‖w‖² per'
+        ' row (keep the last dimension); what must wᵀû be?).')
+
+
+# %%
+u_hat_ok = check.planar_u_hat(planar_u_hat)
+
+# %% [markdown]
+# **(b) The layer and its log-det** (R&M eqs. 10–12), amortized: each point has its own layer
+# parameters, as the encoder will output them in 6.5. For points `z`, $\hat u$ and $w$, all `[B, D]`, and `b`
+# `[B]`, return $f(z) = z + \hat u \tanh(w^\top z + b)$ and, per point,
+# $\log\big|\det \partial f / \partial z\big| = \log\big|1 + \psi(z)^\top \hat u\big|$ with
+# $\psi(z) = h'(w^\top z + b)\, w$ (the matrix determinant lemma: $\det(I + \hat u \psi^\top) = 1 + \psi^\top \hat u$).
+
+
+# %%
+def planar_layer(z, u_hat, w, b):
+    """f(z) = z + û tanh(wᵀz + b) and log|1 + ψ(z)ᵀû| per point, as above."""
+    # YOUR CODE HERE
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: row by row: wᵀz is (w * '
+        'z).sum(-1); h = tanh, and ψ needs its derivative).')
+
+
+# %%
+layer_ok = check.planar_layer(planar_layer)
+
+# %% [markdown]
+# **Fig. 1.** The density of $z_K = f_K \circ \dots \circ f_1(z_0)$ on a grid, by the change of
+# variables, beside histograms of samples, for $K = 1, 2, 10$ layers, from a standard normal and from
+# a uniform base on $[-2, 2]^2$. Where your two checks passed, the planar samples are pushed through
+# **your** `planar_u_hat` and `planar_layer` (each layer's $u, w, b$ repeated for every point), and
+# compared with `nf.Planar` on the same draws; the densities on the grid need the layers'
+# inverse, which `nf.Planar` computes numerically (6.4). The radial layers are `nf.Radial`'s.
+
+# %%
+yours_planar = bool(u_hat_ok and layer_ok)
+
+
+def push_with_your_layers(flow, z0):
+    """z_K and the summed log-dets for draws z0 [n, 2] through the layers of an nf.Planar,
+    computed by your planar_u_hat and planar_layer."""
+    z, sum_log_det = z0, torch.zeros(len(z0), dtype=z0.dtype)
+    for u, w, b in zip(flow.u, flow.w, flow.b):
+        u, w, b = (t.detach().expand(len(z0), *t.shape) for t in (u, w, b))
+        z, log_det = planar_layer(z, planar_u_hat(u, w), w, b)
+        sum_log_det = sum_log_det + log_det
+    return z, sum_log_det
+
+
 def fig1_flows(kind, K, seed=0):
     """K layers of R&M's flows with fixed random parameters that move mass visibly: planar
     layers with ‖w‖ ≈ 3 and u mostly along w (most expand across their hyperplane, a quarter
@@ -213,54 +284,74 @@ BASES = {"Gaussian base": Independent(Normal(torch.zeros(2), torch.ones(2)), 1),
          "uniform base": Independent(Uniform(-2 * torch.ones(2), 2 * torch.ones(2),
                                              validate_args=False), 1)}
 fig, axes = plt.subplots(4, 6, figsize=(16, 11))
+worst = 0.0
 for row, (kind, base_name) in enumerate([(k, b) for k in ("planar", "radial") for b in BASES]):
     base = BASES[base_name]
     for j, K in enumerate([1, 2, 10]):
-        q = nf.FlowDistribution(fig1_flows(kind, K), base=base)
+        flow = fig1_flows(kind, K)
+        q = nf.FlowDistribution(flow, base=base)
         with torch.no_grad():
             plot_density(axes[row, 2 * j], lambda v: q.log_prob(v).nan_to_num(-math.inf),
                          n=150, title=f"{kind} K={K}, {base_name}: density")
-            plot_samples(axes[row, 2 * j + 1], q.sample((50_000,)), bins=120,
-                         title="samples")
+            z0 = base.sample((50_000,))
+            z, log_det = flow(z0)
+            who = "nf's"
+            if kind == "planar" and yours_planar:
+                z_yours, log_det_yours = push_with_your_layers(flow, z0)
+                worst = max(worst, (z_yours - z).abs().max().item(),
+                            (log_det_yours - log_det).abs().max().item())
+                z, who = z_yours, "your"
+            plot_samples(axes[row, 2 * j + 1], z, bins=120, title=f"samples, {who} layers")
 plt.tight_layout()
 plt.show()
+if yours_planar:
+    print(f"your layers against nf.Planar on the same draws: largest difference {worst:.1e}")
+    assert worst < 1e-3, "your layers passed their checks but disagree with nf.Planar here"
 
 # %% [markdown]
 # The densities computed by the change of variables and the histograms of pushed samples agree,
 # panel by panel. A planar layer contracts or expands along one direction, perpendicular to the
 # hyperplane $w^\top z + b = 0$; a radial layer around a point $z_0$. Ten layers already bend a
 # Gaussian into several modes, and tear the uniform square's edges into curves. Move the
-# parameters of one layer yourself (the widget runs once, with its defaults, when the notebook
-# runs without a browser):
+# parameters of one layer yourself: drag a slider and the density redraws.
 
 # %%
-def one_layer(kind="planar", w1=3.0, w2=0.0, u1=1.0, u2=1.0, b=0.0, z1=0.0, z2=0.0,
-              alpha=0.5, beta=1.0):
-    """The density of one planar or radial layer on a standard normal base."""
-    if kind == "planar":
-        layer = nf.Planar(2)
-        with torch.no_grad():
-            layer.w.copy_(torch.tensor([[w1, w2]]))
-            layer.u.copy_(torch.tensor([[u1, u2]]))
-            layer.b.fill_(b)
-    else:
-        layer = nf.Radial(2)
-        with torch.no_grad():     # raw parameters: α = softplus(α_raw), β̂ = −α + softplus(β_raw)
-            layer.z0.copy_(torch.tensor([z1, z2]))
-            layer.alpha_raw.fill_(math.log(math.expm1(alpha)))
-            layer.beta_raw.fill_(math.log(math.expm1(max(alpha + beta, 1e-3))))
-    q = nf.FlowDistribution(layer)
+slider = lambda lo, hi, v: FloatSlider(min=lo, max=hi, step=0.1, value=v)  # noqa: E731
+
+
+def show_density(q, title):
     fig, ax = plt.subplots(figsize=(4, 4))
     with torch.no_grad():
-        plot_density(ax, q.log_prob, n=120, title=f"one {kind} layer")
+        plot_density(ax, q.log_prob, n=120, title=title)
     plt.show()
 
 
-slider = lambda lo, hi, v: FloatSlider(min=lo, max=hi, step=0.1, value=v)  # noqa: E731
-interact(one_layer, kind=["planar", "radial"], w1=slider(-5, 5, 3.0), w2=slider(-5, 5, 0.0),
-         u1=slider(-3, 3, 1.0), u2=slider(-3, 3, 1.0), b=slider(-3, 3, 0.0),
-         z1=slider(-2, 2, 0.0), z2=slider(-2, 2, 0.0), alpha=slider(0.1, 3, 0.5),
-         beta=slider(-1, 3, 1.0));
+def one_planar_layer(w1=3.0, w2=0.0, u1=1.0, u2=1.0, b=0.0):
+    """One planar layer f(z) = z + û tanh(wᵀz + b) on a standard normal base."""
+    layer = nf.Planar(2)
+    with torch.no_grad():
+        layer.w.copy_(torch.tensor([[w1, w2]]))
+        layer.u.copy_(torch.tensor([[u1, u2]]))
+        layer.b.fill_(b)
+    show_density(nf.FlowDistribution(layer), "one planar layer")
+
+
+def one_radial_layer(z1=0.0, z2=0.0, alpha=0.5, beta=1.0):
+    """One radial layer f(z) = z + β (z − z_0) / (α + ‖z − z_0‖) on a standard normal base."""
+    layer = nf.Radial(2)
+    with torch.no_grad():     # raw parameters: α = softplus(α_raw), β̂ = −α + softplus(β_raw)
+        layer.z0.copy_(torch.tensor([z1, z2]))
+        layer.alpha_raw.fill_(math.log(math.expm1(alpha)))
+        layer.beta_raw.fill_(math.log(math.expm1(max(alpha + beta, 1e-3))))
+    show_density(nf.FlowDistribution(layer), "one radial layer")
+
+
+interact(one_planar_layer, w1=slider(-5, 5, 3.0), w2=slider(-5, 5, 0.0), u1=slider(-3, 3, 1.0),
+         u2=slider(-3, 3, 1.0), b=slider(-3, 3, 0.0));
+
+# %%
+interact(one_radial_layer, z1=slider(-2, 2, 0.0), z2=slider(-2, 2, 0.0),
+         alpha=slider(0.1, 3, 0.5), beta=slider(-1, 3, 1.0));
 
 # %% [markdown]
 # ## 6.4 Density estimation against sampling
@@ -273,7 +364,9 @@ interact(one_layer, kind=["planar", "radial"], w1=slider(-5, 5, 3.0), w2=slider(
 # **Your answer:** _write your derivation or explanation here._ *Hint: at which points does the ELBO need log q, and where do those points come from?*
 #
 # **Compare with the solution.** The cost of scoring a flow's own samples against scoring the
-# same number of arbitrary points (planar layers: Newton/bisection per layer, see `nf.Planar`).
+# same number of arbitrary points. To invert a planar layer at a point $y$, `nf.Planar` solves one
+# scalar equation, for $\alpha = w^\top z$ in $w^\top y = \alpha + w^\top \hat u \tanh(\alpha + b)$, numerically
+# (Newton's method, with bisection where a Newton step would leave the bracket), layer by layer.
 
 # %%
 def median_time(fn, repeats=5):
@@ -304,55 +397,26 @@ assert t_any > t_own and agree < 1e-6
 # %% [markdown]
 # ## 6.5 Implement VI with normalizing flows
 #
-# **(a) The invertible planar layer.** $f(z) = z + u\,h(w^\top z + b)$ is invertible iff $w^\top u \ge -1$
-# (R&M Appendix A.1). Any $u$ is mapped to one that satisfies it,
+# *Implement VI with normalizing flows, and experiment with your implementation.* Your planar layer
+# from 6.3 is half of it; the other half is the objective.
 #
-# $$
-# \hat u = u + \big[m(w^\top u) - w^\top u\big]\frac{w}{\lVert w\rVert^2},\qquad m(x) = -1 + \operatorname{softplus}(x),
-# $$
+# **The free energy** (R&M eq. 15). *Write the ELBO of the flow posterior $q_K$ in terms of $z_0$, the
+# log-dets and the model, and negate it: that is R&M's free energy $\mathcal F(x)$.*
 #
-# so that $w^\top \hat u = m(w^\top u) > -1$. Given rows `u`, `w` of shape `[B, D]`, return $\hat u$, `[B, D]`.
-
-
-# %%
-def planar_u_hat(u, w):
-    """û = u + (m(wᵀu) − wᵀu) w / ‖w‖², m(x) = −1 + softplus(x), row by row."""
-    # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: compute wᵀu and ‖w‖² per row (keep the last dimension); what must wᵀû be?).')
-
-
-# %%
-u_hat_ok = check.planar_u_hat(planar_u_hat)
-
-# %% [markdown]
-# **(b) The layer and its log-det** (R&M eqs. 10–12), amortized: each point has its own layer
-# parameters, as the encoder outputs them. For points `z`, $\hat u$ and $w$, all `[B, D]`, and `b`
-# `[B]`, return $f(z) = z + \hat u \tanh(w^\top z + b)$ and, per point,
-# $\log\big|\det \partial f / \partial z\big| = \log\big|1 + \psi(z)^\top \hat u\big|$ with
-# $\psi(z) = h'(w^\top z + b)\, w$ (the matrix determinant lemma: $\det(I + \hat u \psi^\top) = 1 + \psi^\top \hat u$).
-
-
-# %%
-def planar_layer(z, u_hat, w, b):
-    """f(z) = z + û tanh(wᵀz + b) and log|1 + ψ(z)ᵀû| per point."""
-    # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: row by row: wᵀz is (w * z).sum(-1); h = tanh, and ψ needs its derivative).')
-
-
-# %%
-layer_ok = check.planar_layer(planar_layer)
-
-# %% [markdown]
-# **(c) The free energy** (R&M eq. 15). For $k$ draws per image: per-draw values `log_q0` $= \log q_0(z_0)$,
+# **Your answer:** _write your derivation or explanation here._ *Hint: start from the ELBO E_q[log p(x, z) − log q(z | x)] with z = z_K, and put in log q_K(z_K) from the change of variables*
+#
+# Now in code. For $k$ draws per image you get the per-draw values `log_q0` $= \log q_0(z_0)$,
 # `sum_log_det` $= \sum_k \log|\det \partial f_k/\partial z_{k-1}|$ and `log_joint` $= \log p_\theta(x, z_K)$, each
 # `[k, B]`; return $\mathcal F(x)$ for each image, `[B]`, the Monte Carlo estimate over the draws.
 
 
 # %%
 def flow_free_energy(log_q0, sum_log_det, log_joint):
-    """R&M's free energy per image: mean over draws of log q0 − Σ log|det| − log p(x, z_K)."""
+    """R&M's free energy F(x) for each image, [B], from per-draw terms, each [k, B]."""
     # YOUR CODE HERE
-    raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: what is log q_K(z_K) in terms of log q_0(z_0) and the log-dets?).')
+    raise NotImplementedError(
+        'Exercise not done yet: replace this line with your code (hint: what is log q_K(z_K) in '
+        'terms of log q_0(z_0) and the log-dets?).')
 
 
 # %%
@@ -397,12 +461,21 @@ print("the NF-VAEs below train on", "your free energy" if yours else "nfcourse's
 
 # %% [markdown]
 # **Training.** R&M's architecture at student scale: $z$ = `Z_DIM`, one hidden layer of `HIDDEN`
-# units, a Bernoulli decoder, `EPOCHS` epochs on `N_TRAIN` images (Adam $10^{-3}$, batches of 100,
-# the epoch with the best validation bound kept). Posteriors: the diagonal Gaussian ($K = 0$),
-# amortized planar flows with $K = 2$ and $10$, and (6.1) a global planar flow with $K = 10$. Test
-# $-$ELBO (one sample) and the importance-sampled NLL ($S$ = `NLL_S`) on `N_TEST` random test images.
-# (Your functions train the amortized flows; the global flow has its own parameters, which
-# `nfcourse`'s `FlowPosterior` handles.)
+# maxout units (R&M's units: each is the largest of 4 linear units), a Bernoulli decoder, `EPOCHS`
+# epochs on `N_TRAIN` images (Adam $10^{-3}$, batches of 100, the epoch with the best validation
+# bound kept). Posteriors: the diagonal Gaussian ($K = 0$), amortized planar flows with $K = 2$
+# and $10$, and (6.1) a global planar flow with $K = 10$. Test $-$ELBO (the mean of `ELBO_S` draws
+# per image) and the importance-sampled NLL ($S$ = `NLL_S`) on `N_TEST` random test images. (Your
+# functions train the amortized flows; the global flow has its own parameters, which `nfcourse`'s
+# `FlowPosterior` handles.)
+#
+# **The amortized flows start at the identity.** An encoder's last layer starts with small random
+# weights, so a freshly built NF-VAE gives every image a random flow, and a planar layer with small
+# $u$ and $w$ is far from the identity: $\hat u \approx -w/\lVert w\rVert^2$ (6.3a with $w^\top u \approx 0$ gives
+# $w^\top \hat u = m(0) \approx -0.31$), a layer that squeezes $q$ along $w$ before training has begun.
+# `VAE.start_flow_near_identity` zeroes the last layer's weights in the rows of the flow's
+# parameters and sets their biases to a layer close to the identity, so training starts from the
+# $K = 0$ VAE and the flow moves away only where that raises the ELBO.
 
 # %%
 CONFIGS = {"K = 0 (diagonal Gaussian)": lambda: None,
@@ -411,50 +484,85 @@ CONFIGS = {"K = 0 (diagonal Gaussian)": lambda: None,
            "planar K = 10, amortized": lambda: FlowPosterior(nf.Planar(Z_DIM, length=10,
                                                                        amortized=True)),
            "planar K = 10, global (6.1)": lambda: FlowPosterior(nf.Planar(Z_DIM, length=10))}
-nf_results, nf_models = {}, {}
-for name, posterior in CONFIGS.items():
-    torch.manual_seed(0)
-    model = VAE(784, Z_DIM, HIDDEN, posterior=posterior())
-    objective = "elbo"
-    if yours and "amortized" in name:
-        objective = lambda m, x, beta, gen: -student_free_energy(m, x, 1, gen)  # noqa: E731
-    history = fit(model, objective, x_train, x_valid,
-                  TrainConfig(epochs=EPOCHS, batch_size=100, lr=1e-3, seed=0, progress=False))
-    log_px = objectives.log_marginal_is(model, x_test, samples=NLL_S, progress=False,
+
+
+def per_image_scores(model, x):
+    """The test ELBO (mean of ELBO_S draws) and the IS estimate of log p(x), per image."""
+    with torch.no_grad():
+        elbo = torch.cat([objectives.elbo(model, xb, k=ELBO_S,
+                                          generator=torch.Generator().manual_seed(3))
+                          for xb in x.split(100)])
+    log_px = objectives.log_marginal_is(model, x, samples=NLL_S,
                                         generator=torch.Generator().manual_seed(0))
-    nf_results[name] = dict(neg_elbo=-evaluate(model, x_test, seed=3), nll=-log_px.mean().item(),
-                            se=log_px.std().item() / math.sqrt(len(log_px)),
-                            seconds=history.seconds[-1], steps=history.step[-1])
+    return elbo, log_px
+
+
+nf_results, nf_models = {}, {}
+for name, posterior in progress(CONFIGS.items(), desc="posteriors", total=len(CONFIGS)):
+    torch.manual_seed(0)
+    model = VAE(784, Z_DIM, HIDDEN, activation=ACTIVATION, posterior=posterior())
+    objective = "elbo"
+    if "amortized" in name:
+        model.start_flow_near_identity(generator=torch.Generator().manual_seed(0))
+        if yours:
+            objective = lambda m, x, beta, gen: -student_free_energy(m, x, 1, gen)  # noqa: E731
+    history = fit(model, objective, x_train, x_valid,
+                  TrainConfig(epochs=EPOCHS, batch_size=100, lr=1e-3, seed=0))
+    elbo, log_px = per_image_scores(model, x_test)
+    nf_results[name] = dict(elbo=elbo, log_px=log_px, seconds=history.seconds[-1],
+                            steps=history.step[-1])
     nf_models[name] = model
-print(f"{'posterior':30s} {'test −ELBO':>10s} {'test NLL':>16s} {'steps':>6s} {'train s':>8s}")
+
+base = nf_results["K = 0 (diagonal Gaussian)"]
+print(f"{'posterior':28s} {'test −ELBO':>10s} {'test NLL':>9s} {'Δ −ELBO vs K = 0':>17s} "
+      f"{'Δ NLL vs K = 0':>15s} {'steps':>6s} {'train s':>8s}")
 for name, r in nf_results.items():
-    print(f"{name:30s} {r['neg_elbo']:10.2f} {r['nll']:9.2f} ± {r['se']:.2f} {r['steps']:6d} "
-          f"{r['seconds']:8.0f}")
-k0 = nf_results["K = 0 (diagonal Gaussian)"]["nll"]
-for name in ("planar K = 2, amortized", "planar K = 10, amortized"):
-    assert nf_results[name]["nll"] < k0 + NLL_SLACK, name
+    # paired on the same test images: negative is better than K = 0
+    d_elbo, se_elbo = paired_change(-base["elbo"], -r["elbo"])
+    d_nll, se_nll = paired_change(-base["log_px"], -r["log_px"])
+    r.update(d_elbo=(d_elbo, se_elbo), d_nll=(d_nll, se_nll))
+    deltas = ("" if r is base else f"{d_elbo:+8.2f} ± {se_elbo:.2f}   {d_nll:+7.2f} ± {se_nll:.2f}")
+    print(f"{name:28s} {-r['elbo'].mean():10.2f} {-r['log_px'].mean():9.2f} {deltas:>33s} "
+          f"{r['steps']:6d} {r['seconds']:8.0f}")
+print(f"the NLL of one model has a standard error of {base['log_px'].std() / N_TEST**0.5:.2f} "
+      "over these images; paired, the differences are known far better")
+for measure in ("d_elbo", "d_nll"):       # the K = 10 flow beats K = 0 by > 2 standard errors
+    d, se = nf_results["planar K = 10, amortized"][measure]
+    assert d < -2 * se + NLL_SLACK, (measure, d, se)
 
 # %% [markdown]
-# **$q(z \mid x)$ before and after the flow.** For three test digits, 3000 draws of $z_0$ from the
-# encoder's Gaussian and the same draws after the $K = 10$ amortized flow, projected on the two
-# leading principal directions of the $z_K$ cloud.
+# **$q(z \mid x)$ before and after the flow.** Where the flow's log-det is the same for every draw,
+# the flow acts on $q$'s cloud as an affine map, and $q$ stays Gaussian; where it varies between
+# draws, the flow bends $q$. Among the first 100 test digits we pick the three whose
+# $\sum_k \log|\det|$ varies most over 200 draws, and show 3000 draws of $z_0$ from the encoder's
+# Gaussian and the same draws after the $K = 10$ amortized flow, on the two leading principal
+# directions of the $z_K$ cloud (both rows on the same scale).
 
 # %%
 model = nf_models["planar K = 10, amortized"]
+with torch.no_grad():
+    q = model.q(x_test[:100])
+    z0, _ = q.base.rsample_and_log_prob(200, torch.Generator().manual_seed(0))
+    spread = q.flow(z0)[1].std(0)               # the sd of Σ log|det| over draws, per digit
+shown = spread.argsort(descending=True)[:3].tolist()
+print(f"sd of Σ log|det| over draws, first 100 test digits: median {spread.median():.3f}, "
+      f"largest {', '.join(f'{spread[i]:.3f}' for i in shown)} (digits {shown})")
 fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
 with torch.no_grad():
-    for col in range(3):
-        q = model.q(x_test[col:col + 1])
+    for col, i in enumerate(shown):
+        q = model.q(x_test[i:i + 1])
         z0, _ = q.base.rsample_and_log_prob(3000, torch.Generator().manual_seed(col))
         zk, _ = q.flow(z0)
         z0, zk = z0[:, 0], zk[:, 0]
         centre = zk.mean(0)
         _, _, v = torch.linalg.svd(zk - centre, full_matrices=False)
-        for row, (z, label) in enumerate([(z0, "$z_0 \\sim q_0$"), (zk, "$z_K = f(z_0)$")]):
-            proj = (z - centre) @ v[:2].T
+        projections = [(z - centre) @ v[:2].T for z in (z0, zk)]
+        lim = 1.1 * max(p.abs().max().item() for p in projections)
+        for row, (proj, label) in enumerate(zip(projections, ["$z_0 \\sim q_0$", "$z_K = f(z_0)$"])):
             axes[row, col].scatter(proj[:, 0], proj[:, 1], s=1, alpha=0.3)
-            axes[row, col].set(title=f"test digit {col}: {label}", xlabel="PC 1 of $z_K$",
-                               ylabel="PC 2 of $z_K$")
+            axes[row, col].set(title=f"test digit {i}: {label}", xlabel="PC 1 of $z_K$",
+                               ylabel="PC 2 of $z_K$", xlim=(-lim, lim), ylim=(-lim, lim),
+                               aspect="equal")
 plt.tight_layout()
 plt.show()
 
@@ -507,6 +615,8 @@ print("200 points, D = 64:  M  | M×M determinant | D×D determinant")
 for M, t_m, t_d in costs:
     print(f"                   {M:3d} | {1e3 * t_m:12.2f} ms | {1e3 * t_d:12.2f} ms")
 assert max(lemma_err) < 1e-9
+# the M×M determinant is the cheaper one while M < D
+assert all(t_m < t_d for M, t_m, t_d in costs if M < D), costs
 syl = nf.OrthogonalSylvester(D, m=16)
 zs32 = torch.randn(200, D)
 t_syl = median_time(lambda: syl(zs32))
@@ -565,10 +675,11 @@ assert all(a < b for a, b in zip(values, values[1:])) and values[-1] <= exact + 
 # %%
 torch.manual_seed(0)
 vae2 = VAE(784, 2, HIDDEN)
-latent2 = TrainConfig(epochs=LATENT2_EPOCHS, batch_size=100, lr=1e-3, seed=0, progress=False)
+latent2 = TrainConfig(epochs=LATENT2_EPOCHS, batch_size=100, lr=1e-3, seed=0)
 fit(vae2, "elbo", x_train, x_valid, latent2)
 flow2 = VAE(784, 2, HIDDEN, posterior=FlowPosterior(nf.Planar(2, length=16, amortized=True)))
 flow2.decoder.load_state_dict(vae2.decoder.state_dict())      # the same model p(x, z)
+flow2.start_flow_near_identity(generator=torch.Generator().manual_seed(0))
 refit_encoder(flow2, x_train, x_valid, config=latent2)
 assert all(torch.equal(a, b) for a, b in zip(vae2.decoder.parameters(),
                                              flow2.decoder.parameters()))
@@ -596,8 +707,9 @@ def true_log_posterior(model, x, z):
 
 
 digits_shown = [0, 1, 2]
+grid_gaps = []
 fig, axes = plt.subplots(len(digits_shown), 6, figsize=(18, 3.2 * len(digits_shown)))
-for row, i in enumerate(digits_shown):
+for row, i in enumerate(progress(digits_shown, desc="6.8: q* per digit")):
     xi = vae2.prepare(x_test[i:i + 1])
     lam_g = vae2.encoder(xi).detach()
     lam_g_star = optimised(vae2, xi, seed=i)
@@ -616,10 +728,21 @@ for row, i in enumerate(digits_shown):
         image_grid(axes[row, 0], x_test[i], 1, title=f"test digit {i}")
         for col, (title, fn) in enumerate(panels, start=1):
             _, _, values = density_on_grid(shifted(fn), lim=lim, n=100)
+            if col == 1:      # log p(x) by quadrature: the sum over cells times a cell's area
+                log_px = torch.logsumexp(values.flatten(), 0) + 2 * math.log(2 * lim / 100)
             values = values - torch.logsumexp(values.flatten(), 0)   # normalised on the grid
             plot_density(axes[row, col], values, lim=lim, title=title)
+        gen = torch.Generator().manual_seed(i)
+        elbo = {name: objectives.log_weights(vae2, xi, 2000, gen, params=lam).mean().item()
+                for name, lam in [("amortized", lam_g), ("optimised", lam_g_star)]}
+    assert log_px.item() > elbo["optimised"] - 0.05, "an ELBO above the quadrature's log p(x)"
+    grid_gaps.append((i, log_px.item() - elbo["optimised"], elbo["optimised"] - elbo["amortized"]))
 plt.tight_layout()
 plt.show()
+print("the diagonal Gaussian's two gaps on this 2-D model (nats; log p(x) by quadrature):")
+for i, approximation, amortization in grid_gaps:
+    print(f"  test digit {i}: approximation gap {approximation:.3f}, amortization gap "
+          f"{amortization:.3f}")
 
 # %% [markdown]
 # Each panel is centred on the optimised Gaussian's mean, ±4 of its largest standard deviations.
@@ -646,11 +769,13 @@ plt.show()
 
 # %%
 base_vae = nf_models["K = 0 (diagonal Gaussian)"]
-flow_view = VAE(784, Z_DIM, HIDDEN, posterior=FlowPosterior(nf.Planar(Z_DIM, length=10,
-                                                                      amortized=True)))
+nf_vae = nf_models["planar K = 10, amortized"]
+flow_view = VAE(784, Z_DIM, HIDDEN, activation=ACTIVATION,
+                posterior=FlowPosterior(nf.Planar(Z_DIM, length=10, amortized=True)))
 flow_view.decoder = base_vae.decoder            # the same p(x, z): shared, and frozen below
+flow_view.start_flow_near_identity(generator=torch.Generator().manual_seed(0))
 refit_encoder(flow_view, x_train, x_valid, config=TrainConfig(epochs=EPOCHS, batch_size=100,
-                                                              lr=1e-3, seed=0, progress=False))
+                                                              lr=1e-3, seed=0))
 
 
 def elbos(model, x, lam, seed):
@@ -659,17 +784,24 @@ def elbos(model, x, lam, seed):
                                       params=lam).mean(0)
 
 
+def is_log_px(model, x, lam):
+    return objectives.log_marginal_is(model, x, samples=GAP_S, params=lam, progress=False,
+                                      generator=torch.Generator().manual_seed(3))
+
+
+GAP_FAMILIES = ["diagonal Gaussian", "flow, same decoder", "flow, its own NF-VAE"]
 gap_rows = {}
-for split, data in [("train", x_train[:GAP_IMAGES]), ("test", x_test[:GAP_IMAGES])]:
+for split, data in progress([("train", x_train[:GAP_IMAGES]), ("test", x_test[:GAP_IMAGES])],
+                            desc="6.9: q* per image, both splits"):
     xs = base_vae.prepare(data)
     lam_g_star = optimised(base_vae, xs, seed=1)
-    lam_f_star = optimised(flow_view, xs, init=near_identity(flow_view, lam_g_star),
-                           seed=2)
-    log_px = objectives.log_marginal_is(flow_view, xs, samples=GAP_S, params=lam_f_star,
-                                        generator=torch.Generator().manual_seed(3),
-                                        progress=False)
-    for family, model, lam_star in [("diagonal Gaussian", base_vae, lam_g_star),
-                                    ("planar flow K = 10", flow_view, lam_f_star)]:
+    lam_f_star = optimised(flow_view, xs, init=near_identity(flow_view, lam_g_star), seed=2)
+    lam_nf_star = optimised(nf_vae, xs, seed=3)
+    log_px_shared = is_log_px(flow_view, xs, lam_f_star)     # one model p(x, z) for two rows
+    for family, model, lam_star, log_px in [
+            ("diagonal Gaussian", base_vae, lam_g_star, log_px_shared),
+            ("flow, same decoder", flow_view, lam_f_star, log_px_shared),
+            ("flow, its own NF-VAE", nf_vae, lam_nf_star, is_log_px(nf_vae, xs, lam_nf_star))]:
         elbo_star = elbos(model, xs, lam_star, seed=4)
         elbo_amortized = elbos(model, xs, None, seed=5)
         gap_rows[split, family] = dict(approximation=log_px - elbo_star,
@@ -680,15 +812,24 @@ def mean_se(v):
     return f"{v.mean().item():6.2f} ± {v.std().item() / math.sqrt(len(v)):.2f}"
 
 
-print(f"{'images':7s} {'posterior':20s} {'log p(x)':>15s} {'approximation gap':>18s} "
+print(f"{'images':7s} {'posterior':22s} {'log p(x)':>15s} {'approximation gap':>18s} "
       f"{'amortization gap':>18s}")
 for (split, family), r in gap_rows.items():
-    print(f"{split:7s} {family:20s} {mean_se(r['log_px']):>15s} {mean_se(r['approximation']):>18s} "
-          f"{mean_se(r['amortization']):>18s}")
-for split in ("train", "test"):
+    print(f"{split:7s} {family:22s} {mean_se(r['log_px']):>15s} "
+          f"{mean_se(r['approximation']):>18s} {mean_se(r['amortization']):>18s}")
+growth = {}
+print("amortization gap, test minus train (different images, so unpaired ± SE):")
+for family in GAP_FAMILIES:
+    train, test = (gap_rows[split, family]["amortization"] for split in ("train", "test"))
+    d = (test.mean() - train.mean()).item()
+    se = math.sqrt(train.var().item() / len(train) + test.var().item() / len(test))
+    growth[family] = (d, se)
+    verdict = "grows" if d > 2 * se else "no change beyond 2 SE"
+    print(f"  {family:22s} {d:+.2f} ± {se:.2f}  ({verdict})")
+for split in ("train", "test"):         # on one decoder, the flow narrows the approximation gap
     gauss = gap_rows[split, "diagonal Gaussian"]["approximation"].mean()
-    flow = gap_rows[split, "planar flow K = 10"]["approximation"].mean()
-    assert flow < gauss + NLL_SLACK, split    # the flow narrows the approximation gap
+    flow = gap_rows[split, "flow, same decoder"]["approximation"].mean()
+    assert flow < gauss + NLL_SLACK, split
 
 # %% [markdown]
 # **Measured** (reference run, 100 training and 100 test images, nats ± standard error over
@@ -715,6 +856,10 @@ for split in ("train", "test"):
 # The full-scale runs train elsewhere (hours on a CPU): `scripts/train_vae.py`, one command per
 # cell, results in `docs/results/table2.csv` and `docs/table2.md`. This cell only reads the CSV
 # (`nfcourse.results`) and draws it: test NLL against K, ours beside R&M and the public reproduction.
+# Our NLL is an importance-sampled estimate ($S$ = 5000 draws from $q$ per test image); the
+# comparison that does not depend on how R&M estimated their $-\ln p(x)$ is bound against bound:
+# their Fig. 4 bound $\mathcal F$ (96.7, 93.6, 92.0, 90.6, 89.6 at $K$ = 0, 10, 20, 40, 80) beside
+# our test $-$ELBO, both in the table (and dashed in the plot).
 
 # %%
 rows = read_table2()
@@ -731,19 +876,5 @@ else:
     print("docs/results/table2.csv is not there: run the commands in docs/table2.md")
 
 # %% [markdown]
-# ## Summary
-#
-# | | result |
-# |---|---|
-# | 6.1 | a global flow posterior is a Gaussian-posterior VAE with a pulled-back prior and a deeper decoder: the same log-weights, exactly |
-# | 6.2 | sampling uses $p(z)$ and the decoder only: the flow is never computed |
-# | 6.3 | planar and radial flows bend a Gaussian or a uniform square; the change of variables matches the samples |
-# | 6.4 | scoring the flow's own samples is free; scoring arbitrary points needs the (numerical) inverse, many times slower |
-# | 6.5 | your planar layer, $\hat u$ and eq. 15, trained on MNIST; the amortized flows beat $K = 0$ at the same budget, the global flow does not |
-# | 6.6 | an $M \times M$ determinant instead of $D \times D$; Sylvester flows make it $O(M)$ |
-# | 6.7 | $\mathcal L \le \mathcal L_5 \le \mathcal L_{50} \le \mathcal L_{500} \le \log p(x)$, checked against the exact $\log p(x)$ |
-# | 6.8 | true posteriors on a grid for a 2-D latent, against four approximations |
-# | 6.9 | the flow narrows the approximation gap; the amortization gap grows on test images |
-
-# %%
-print(f"notebook ran in {time.perf_counter() - started:.0f} s")
+# > *Not shown here, since it gives an answer away:* the section's results in one table, which
+# > answers its questions. Find it in `solutions/06_nfvi.py` once you have done the exercise.

@@ -28,7 +28,7 @@ from nfcourse.utils import Budget, get_device, progress, seed_everything
 
 def compare(number: str):
     """Your answer to Exercise ``number`` beside the solution's, in a notebook:
-    ``nfcourse.compare("6.5b")`` (see :func:`nfcourse.comparison.compare`)."""
+    ``nfcourse.compare("6.3b")`` (see :func:`nfcourse.comparison.compare`)."""
     from nfcourse.comparison import compare as shown  # on demand: `import nfcourse` stays light
 
     return shown(number)

@@ -150,7 +150,7 @@ def _add_study_commands(commands) -> None:
                        help="rerun the notebooks headless first, to refresh the record")
     shown.set_defaults(handler=show_progress)
     view = commands.add_parser("compare", help="your answer to an exercise beside the solution's")
-    view.add_argument("exercise", nargs="?", help="its number, e.g. 6.5b (none: list them)")
+    view.add_argument("exercise", nargs="?", help="its number, e.g. 6.3b (none: list them)")
     view.add_argument("--side-by-side", action="store_true", help="code in two columns")
     view.add_argument("--work", metavar="DIR", help="the folder of your notebooks "
                                                     "(default: work/)")

@@ -28,6 +28,8 @@ The features, each the equations or rules of the module docstring of
 - :class:`EarlyStopping`: stop after ``patience`` epochs without a better bound;
 - :class:`StepLimit` and :class:`TimeLimit`: stop after the step that reaches the limit;
 - :class:`ProgressBar`: a bar whose time estimate is honest under a time limit;
+- :class:`SharedBar` with :func:`loop_bar`: one bar over a loop of fits, each step weighted
+  by its cost, so that the time left covers the whole loop;
 - :class:`EpochLog`: one line per epoch;
 - :class:`Checkpoint`: ``last.pt`` and ``best.pt``, and resume.
 
@@ -49,7 +51,8 @@ from nfcourse.objectives import mean_bound
 from nfcourse.utils import progress as _progress
 
 __all__ = ["Callback", "ParameterAverage", "Validation", "EarlyStopping", "StepLimit", "TimeLimit",
-           "ProgressBar", "EpochLog", "Checkpoint", "save_checkpoint", "load_checkpoint"]
+           "ProgressBar", "SharedBar", "loop_bar", "EpochLog", "Checkpoint", "save_checkpoint",
+           "load_checkpoint"]
 
 
 class Callback:
@@ -231,6 +234,25 @@ class ProgressBar(Callback):
             self.bar.total = self.bar.n
             self.bar.refresh()
         self.bar.close()
+
+
+class SharedBar(Callback):
+    """One progress bar over a loop of fits (made by :func:`loop_bar`): each training step
+    moves it by ``cost``, the step's rough cost relative to the other fits' steps, so that
+    its time estimate covers the whole loop. ``cost=0`` leaves the bar alone."""
+
+    def __init__(self, bar, cost: float = 1.0):
+        self.bar, self.cost = bar, cost
+
+    def on_step(self, run, loss: float) -> None:
+        self.bar.update(self.cost)
+
+
+def loop_bar(total: float, desc: str):
+    """A bar for :class:`SharedBar`, in units of cost, with the percentage and the time
+    left (no smoothing: the rate over the whole loop so far)."""
+    return _progress(None, desc=desc, total=total, smoothing=0, bar_format=(
+        "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left"))
 
 
 class EpochLog(Callback):

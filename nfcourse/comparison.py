@@ -1,10 +1,10 @@
 """Your answer beside the solution's, exercise by exercise.
 
-``python3 tasks.py compare 6.5b`` prints, for each part of Exercise 6.5b, the student's
+``python3 tasks.py compare 6.3b`` prints, for each part of Exercise 6.3b, the student's
 answer from ``work/`` against the solution's from ``solutions/``, both found through the
 notebooks' own markers (:mod:`nfcourse.exercises`): code as a unified diff (``-`` only in
 yours, ``+`` only in the solution) or side by side, Markdown one answer after the other,
-with the hint. In a notebook, ``nfcourse.compare("6.5b")`` shows the same as HTML, the
+with the hint. In a notebook, ``nfcourse.compare("6.3b")`` shows the same as HTML, the
 diff highlighted and the Markdown rendered (with its LaTeX).
 """
 
@@ -136,7 +136,7 @@ def _shown(path: Path, root: Path) -> Path:
 def compare(number: str) -> Comparison:
     """In a notebook: show Exercise ``number``, your answer beside the solution's.
 
-    ``nfcourse.compare("6.5b")`` as the last line of a cell renders it as HTML; ``print``
+    ``nfcourse.compare("6.3b")`` as the last line of a cell renders it as HTML; ``print``
     it for plain text."""
     return exercise_comparison(number)
 

@@ -44,6 +44,7 @@ notebook asserts or states an answer after its exercise.
 
 from __future__ import annotations
 
+import ast
 import re
 import textwrap
 from dataclasses import dataclass
@@ -230,13 +231,41 @@ def _without_solution_only(text: str, name: str) -> str:
     return "\n".join(out) + "\n"
 
 
+#: A stub's lines stay within this width, so that JupyterLab shows its hint whole.
+STUB_WIDTH = 99
+
+
 def _stub(region: Region, indent: str) -> list[str]:
     if region.kind == "code":
         hint = f" (hint: {region.hint})" if region.hint else ""
         message = f"{STUB_PREFIX}: replace this line with your code{hint}."
-        return [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError({message!r})"]
+        one_line = f"{indent}raise NotImplementedError({message!r})"
+        if len(one_line) <= STUB_WIDTH:
+            return [f"{indent}# YOUR CODE HERE", one_line]
+        # the message in pieces, one string literal a line (Python joins adjacent literals)
+        inner = indent + "    "
+        pieces = textwrap.wrap(message, STUB_WIDTH - len(inner) - 4, drop_whitespace=False,
+                               break_long_words=False, break_on_hyphens=False)
+        return ([f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError("]
+                + [f"{inner}{piece!r}" for piece in pieces[:-1]]
+                + [f"{inner}{pieces[-1]!r})"])
     hint = f" *Hint: {region.hint}*" if region.hint else ""
     return [f"{indent}# **Your answer:** _write your derivation or explanation here._{hint}"]
+
+
+#: A stub's ``raise``, its message on one line or in adjacent literals over several.
+_STUB_RAISE = re.compile(r"raise NotImplementedError\(\s*((?:'(?:[^'\\\n]|\\.)*'\s*"
+                         r"|\"(?:[^\"\\\n]|\\.)*\"\s*)+)\)")
+
+
+def stub_messages(text: str) -> list[str]:
+    """The messages of the ``raise NotImplementedError(...)`` stubs in a student notebook's
+    text, in order (a long one is split over lines; Python joins the pieces).
+
+    >>> stub_messages("raise NotImplementedError(\\n    'Exercise not done: '\\n    'add.')")
+    ['Exercise not done: add.']
+    """
+    return [ast.literal_eval(f"({m.group(1)})") for m in _STUB_RAISE.finditer(text)]
 
 
 def student_version(text: str, name: str = "<solution>") -> str:
@@ -246,7 +275,8 @@ def student_version(text: str, name: str = "<solution>") -> str:
     >>> print(student_version(src).split("\\n\\n", 1)[1], end="")  # after the banner
     def f():
         # YOUR CODE HERE
-        raise NotImplementedError('Exercise not done yet: replace this line with your code (hint: add).')
+        raise NotImplementedError(
+            'Exercise not done yet: replace this line with your code (hint: add).')
     """
     find_regions(text, name)  # validate the markers before rewriting anything
     text = _without_solution_only(text, name)

@@ -172,7 +172,7 @@ def catalogue(root: Path) -> list[Entry]:
 
 
 def find(entries: list[Entry], number: str) -> Entry | None:
-    """The exercise numbered ``number`` ("6.5b", "Exercise 6.5B"), or None."""
+    """The exercise numbered ``number`` ("6.3b", "Exercise 6.3B"), or None."""
     wanted = re.sub(r"^exercise\s*", "", number.strip(), flags=re.I).lower()
     return next((e for e in entries if e.number.lower() == wanted), None)
 

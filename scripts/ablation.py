@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import torch
+
+from nfcourse.utils import paired_change
 
 
 def per_image(result: Path, key: str = "nll_test") -> torch.Tensor:
@@ -39,12 +40,12 @@ def per_image(result: Path, key: str = "nll_test") -> torch.Tensor:
 
 
 def paired(base: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard error of the NLL change, other − base, image by image."""
+    """Mean and standard error of the NLL change from ``base`` to ``other`` (their log p(x)
+    per image), image by image."""
     if base.shape != other.shape:
         raise ValueError(f"the runs were evaluated on {len(base)} and {len(other)} images: "
                          "compare runs evaluated on the same images")
-    d = base - other                      # -log p_other + log p_base
-    return d.mean().item(), d.std().item() / math.sqrt(len(d))
+    return paired_change(-base, -other)
 
 
 def table(results: list[Path], key: str = "nll_test") -> str:

@@ -114,7 +114,7 @@ _ = seed_everything(0)
 
 # %%
 def log_density_linear(x, A, b):
-    """log p(x) for x = A z + b, z ~ N(0, I). x: [n, d], A: [d, d], b: [d]. Returns [n]."""
+    """log p(x) for x = A z + b, z ~ N(0, I), as above. x: [n, d], A: [d, d], b: [d]. Returns [n]."""
     ### BEGIN SOLUTION solve for z = A^-1 (x - b) row by row, then use your derivation
     d = x.shape[-1]
     z = torch.linalg.solve(A, (x - b).T).T

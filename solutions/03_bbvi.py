@@ -670,7 +670,7 @@ assert var_naive > var_given_z > var_given_u
 
 # %%
 def control_variate(f, h, h_mean):
-    """(estimate, a): the average of f - a (h - h_mean) with a = Cov(f, h) / Var(h)."""
+    """(estimate, a): the average of f - a (h - h_mean) with a = Cov(f, h) / Var(h), as above."""
     ### BEGIN SOLUTION sample moments give a; the known mean, not the sample one, centres the control
     fc, hc = f - f.mean(), h - h.mean()
     a = (fc * hc).sum() / (hc * hc).sum()

@@ -175,7 +175,7 @@ def show_images(images, nrow, ax, title):
 
 # %%
 def reparam_gradient_terms(eps, mu):
-    """Per-sample reparameterisation estimates of d/dmu E_{N(mu,1)}[X^2], X = mu + eps."""
+    """Per-sample reparameterisation estimates of d/dmu E_{N(mu,1)}[X^2], X = mu + eps as above."""
     ### BEGIN SOLUTION write the integrand as a function of mu and eps; one sample's estimate is its derivative in mu
     return 2 * (mu + eps)
     ### END SOLUTION
@@ -417,7 +417,7 @@ else:
 
 # %%
 def reparameterize(mu, log_var, eps):
-    """z = mu + sigma * eps, elementwise, with sigma from log_var = log sigma^2."""
+    """z = mu + sigma * eps as above, elementwise, with sigma from log_var = log sigma^2."""
     ### BEGIN SOLUTION log_var is log σ², not σ: recover σ from it first
     return mu + torch.exp(0.5 * log_var) * eps
     ### END SOLUTION

@@ -10,6 +10,7 @@ from torch.distributions import Normal
 from nfcourse.checks import SelfCheckError
 from nfcourse.checks import flows as check
 from nfcourse.flows import masked_affine_coupling
+from nfcourse.objectives.density import bits_per_dim, discrete_nll
 from selfcheck_contract import SelfCheckContract
 
 
@@ -20,6 +21,8 @@ def prior_reference(z, flow):
 
 REFERENCES = {
     "affine_coupling": masked_affine_coupling,
+    "dequantized_bits_per_dim": lambda log_q_s, log_det, dims, levels: bits_per_dim(
+        discrete_nll(log_q_s + log_det, dims, levels), dims),
     "free_energy": lambda log_q, u, beta: (log_q + beta * u).mean(),
     "flow_prior_log_prob": prior_reference,
 }
@@ -95,3 +98,17 @@ WRONG = [
 def test_wrong_answers_are_named(name, answer, message):
     with pytest.raises(SelfCheckError, match=message):
         getattr(check, name)(answer)
+
+
+def test_the_flow_prior_shows_log_densities_of_ordinary_size():
+    """The expected values a wrong answer is shown against are a few nats, not −51 000."""
+    with pytest.raises(SelfCheckError) as info:
+        check.flow_prior_log_prob(lambda z, f: Normal(0.0, 1.0).log_prob(z).sum(-1))
+    line = next(x for x in str(info.value).splitlines() if x.startswith("  expected:"))
+    values = [float(v) for v in line.split("starting [")[1].split("]")[0].split(", ")]
+    assert all(-15 < v < -3 for v in values), line
+
+
+def test_bits_per_dim_is_exercise_5_5():
+    assert check.dequantized_bits_per_dim.exercise.number == "5.5"
+    assert "dequantized_bits_per_dim" in check.__all__

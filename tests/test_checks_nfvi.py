@@ -62,3 +62,18 @@ WRONG = [
 def test_wrong_answers_are_named(name, answer, message):
     with pytest.raises(SelfCheckError, match=message):
         getattr(check, name)(answer)
+
+
+def test_section_6_exercises_take_their_new_numbers():
+    assert [f.exercise.number for f in (check.planar_u_hat, check.planar_layer,
+                                        check.flow_free_energy)] == ["6.3a", "6.3b", "6.5"]
+
+
+def test_a_forgotten_keepdim_is_named_not_left_as_a_size_error():
+    def no_keepdim(u, w):
+        wu, w2 = (w * u).sum(-1), (w * w).sum(-1)
+        return u + (-1 + F.softplus(wu) - wu) * w / w2
+    with pytest.raises(SelfCheckError) as info:
+        check.planar_u_hat(no_keepdim)
+    last = str(info.value).splitlines()[-1]
+    assert last.startswith("  hint: wᵀu and ‖w‖² are one number per row") and "[B, 1]" in last

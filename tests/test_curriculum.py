@@ -19,7 +19,7 @@ from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
 from nfcourse import curriculum
 from nfcourse.checks.core import NOT_ATTEMPTED
 from nfcourse.curriculum import (ONLY_DEFAULT, STUB_PREFIX, MarkerError, find_regions,
-                                 solution_only_cells, student_version)
+                                 solution_only_cells, stub_messages, student_version)
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
@@ -83,6 +83,50 @@ def test_no_answer_after_its_exercise(solution: Path):
 _REFERENCE = re.compile(r"reference run|\brun [A-Z]\b", re.I)
 
 
+#: An operator with spaces on both sides: how the notebooks write formulas in prose.
+_SPACED_OPERATOR = re.compile(r"(?<=\S) [+−\-*/·×=] (?=\S)")
+
+
+def stub_docstring_formulas(text: str) -> list[str]:
+    """The sentences of stub docstrings (the docstring of a function whose body is an answer
+    region) that write a formula, two spaced operators or more, without saying it is the
+    one the question gave ("as above"): a formula there hands the student the answer."""
+    lines, found = text.splitlines(), []
+    for region in find_regions(text):
+        if region.kind != "code":
+            continue
+        top = max((i for i in range(region.start - 1) if lines[i].lstrip().startswith("def ")),
+                  default=None)
+        if top is None:
+            continue
+        doc = re.search(r'"""(.*?)"""', "\n".join(lines[top + 1:region.start - 1]), re.S)
+        for sentence in re.split(r"(?<=[.;])\s", doc.group(1) if doc else ""):
+            if len(_SPACED_OPERATOR.findall(sentence)) >= 2 and "as above" not in sentence:
+                found.append(f"line {top + 1}: {' '.join(sentence.split())}")
+    return found
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.name)
+def test_no_stub_docstring_states_the_answer(solution: Path):
+    found = stub_docstring_formulas(solution.read_text("utf-8"))
+    assert not found, (f"{solution.name}: a stub's docstring writes a formula the question does "
+                       "not give (say what to compute; a formula restated from the question "
+                       "says 'as above'):\n" + "\n".join(found))
+
+
+def test_stub_docstring_detector_catches_the_old_free_energy_leak():
+    old = ("def flow_free_energy(log_q0, sum_log_det, log_joint):\n"
+           '    """R&M\'s free energy per image: mean over draws of log q0 − Σ log|det| − log p(x, z_K)."""\n'
+           "    ### BEGIN SOLUTION what is log q_K(z_K)?\n"
+           "    return (log_q0 - sum_log_det - log_joint).mean(0)\n    ### END SOLUTION\n")
+    assert len(stub_docstring_formulas(old)) == 1
+    restated = old.replace("z_K).", "z_K), as above.")
+    assert stub_docstring_formulas(restated) == []
+    interface = old.replace("mean over draws of log q0 − Σ log|det| − log p(x, z_K)",
+                            "F(x) for each image, [B], from per-draw terms [k, B]")
+    assert stub_docstring_formulas(interface) == []
+
+
 @pytest.mark.parametrize("solution", [p for p in SOLUTIONS if p.name < "05"],
                          ids=lambda p: p.name)
 def test_reference_run_numbers_are_in_the_docs(solution: Path):
@@ -134,9 +178,9 @@ def test_student_notebook_fails_only_at_stubs(student: Path, tmp_path: Path):
     reached += " ".join(out.get("text", "") for _, out in outputs
                         if out.output_type == "stream" and NOT_ATTEMPTED in out.get("text", ""))
     text = student.read_text("utf-8")
-    stubs = re.findall(r"raise NotImplementedError\((['\"])(.*?)\1\)", text)
+    stubs = stub_messages(text)
     assert len(stubs) == text.count("raise NotImplementedError("), "a stub the regex misses"
-    unreached = [message for _, message in stubs if message not in reached]
+    unreached = [message for message in stubs if message not in reached]
     assert not unreached, f"no cell reaches these stubs (add a self-check): {unreached}"
 
 
@@ -151,6 +195,33 @@ def test_code_region_becomes_stub_with_hint_and_indent():
     exec(out.split("\n\n", 1)[1], namespace)
     with pytest.raises(NotImplementedError, match=STUB_PREFIX):
         namespace["f"](3)
+
+
+def test_long_hint_is_split_to_the_cell_width():
+    hint = "a hint " * 30 + "(x - b)"
+    src = f"def f(x):\n    ### BEGIN SOLUTION {hint}\n    return x * x\n    ### END SOLUTION\n"
+    out = student_version(src).split("\n\n", 1)[1]
+    assert max(len(line) for line in out.splitlines()) <= curriculum.STUB_WIDTH
+    assert stub_messages(out) == [f"{STUB_PREFIX}: replace this line with your code "
+                                  f"(hint: {hint.strip()})."]
+    namespace: dict = {}
+    exec(out, namespace)
+    with pytest.raises(NotImplementedError, match=re.escape("(x - b)")):
+        namespace["f"](3)
+
+
+@pytest.mark.parametrize("student", STUDENT, ids=lambda p: p.name)
+def test_stubs_fit_the_cell_width(student: Path):
+    """A stub's hint is read on screen: no line of it runs past the cell's width."""
+    text = student.read_text("utf-8")
+    long = [line for line in text.splitlines()
+            if len(line) > curriculum.STUB_WIDTH and (STUB_PREFIX in line
+                                                      or "NotImplementedError" in line)]
+    spans = [text[text.rfind("\n", 0, m.start()) + 1:m.end()] for m in
+             curriculum._STUB_RAISE.finditer(text)]
+    long += [line for span in spans for line in span.splitlines()
+             if len(line) > curriculum.STUB_WIDTH]
+    assert not long, f"{student.name}: stub lines wider than {curriculum.STUB_WIDTH}: {long}"
 
 
 def test_markdown_region_becomes_prompt():
@@ -294,7 +365,8 @@ def _without_secrets(text: str) -> str:
 
 # Answers after their exercise ------------------------------------------------------
 
-_STUB_LINE = re.compile(rf"raise NotImplementedError\((['\"]){STUB_PREFIX}|\*\*Your answer:\*\*")
+_STUB_LINE = re.compile(rf"raise NotImplementedError\((?:(['\"]){STUB_PREFIX}|$)"
+                        r"|\*\*Your answer:\*\*")
 _HEADING = re.compile(r"^# #{1,2} ")                   # a section: Markdown # or ## heading
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w])")
 _MATH = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$", re.S)

@@ -12,7 +12,7 @@ import nfcourse
 import nfcourse.__main__ as cli
 from nfcourse import comparison, exercises
 from nfcourse.checks import bayes, record
-from nfcourse.curriculum import STUB_PREFIX, find_regions
+from nfcourse.curriculum import STUB_PREFIX, find_regions, stub_messages
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRIES = exercises.catalogue(ROOT)
@@ -33,9 +33,19 @@ def answer(folder: Path, stub_hint: str, lines: str) -> None:
     """Replace the stub whose line contains ``stub_hint`` in the copy of Section 1."""
     path = folder / "01_bayes.py"
     text = path.read_text(encoding="utf-8").splitlines()
-    at = next(i for i, line in enumerate(text) if stub_hint in line)
-    first = at - 1 if text[at - 1].strip() == "# YOUR CODE HERE" else at
-    text[first:at + 1] = lines.splitlines()
+    # a code stub's hint may be split over the lines of its raise statement: find it in the
+    # statement's message, and replace the whole statement
+    spans = []
+    for start, line in enumerate(text):
+        if "raise NotImplementedError(" in line:
+            end = next(i for i in range(start, len(text))
+                       if text[i].rstrip().endswith(("')", '")')))
+            spans.append((start, end, " ".join(stub_messages("\n".join(text[start:end + 1])))))
+    start, end = next(((a, b) for a, b, message in spans if stub_hint in message), (None, None))
+    if start is None:                                  # a Markdown prompt: one line
+        start = end = next(i for i, line in enumerate(text) if stub_hint in line)
+    first = start - 1 if text[start - 1].strip() == "# YOUR CODE HERE" else start
+    text[first:end + 1] = lines.splitlines()
     path.write_text("\n".join(text) + "\n", encoding="utf-8")
 
 
@@ -61,7 +71,7 @@ def test_each_code_part_takes_its_self_checks_number():
     code = {e.number for e in ENTRIES if any(p.kind == "code" for p in e.parts)}
     assert code == set(labels), "a code exercise without its self-check, or the reverse"
     assert exercises.find(ENTRIES, "4.5b").title == labels["4.5b"]
-    assert exercises.find(ENTRIES, "Exercise 6.5B").number == "6.5b"
+    assert exercises.find(ENTRIES, "Exercise 6.3B").number == "6.3b"
 
 
 # The record ------------------------------------------------------------------------------
@@ -128,7 +138,7 @@ def test_progress_table_after_running_a_students_notebook(work, monkeypatch, cap
     assert "✘ failing" in report_line(report, "1.3d")
     assert "✔ done" in report_line(report, "1.3")                  # the Markdown answer
     assert "○ not started" in report_line(report, "1.1")
-    assert "no copy of the notebook" in report_line(report, "6.5b")
+    assert "no copy of the notebook" in report_line(report, "6.3b")
     assert "Section 1: Bayesian inference" in report
     assert report.rstrip().splitlines()[-1] == \
         f"2 of {len(ENTRIES)} done, 1 failing, next: 1.1"
@@ -196,7 +206,7 @@ def test_compare_lists_and_refuses_unknown_numbers(capsys, monkeypatch):
     assert all(re.search(rf"^  {re.escape(e.number)}\s", out, re.M) for e in ENTRIES)
     assert cli.main(["compare", "9.9"]) == 2
     err = capsys.readouterr().err
-    assert "no exercise '9.9'" in err and "1.3b, 1.3c" in err and "6.5b" in err
+    assert "no exercise '9.9'" in err and "1.3b, 1.3c" in err and "6.3b" in err
 
 
 def test_student_answers_are_found_around_the_stub():

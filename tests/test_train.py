@@ -601,3 +601,18 @@ def test_a_failed_resume_reports_its_own_error(tmp_path):
 def test_the_step_limit_comes_before_the_time_limit():
     _, h = run(epochs=10, max_steps=10, time_limit=3600)
     assert h.step == [8, 10] and h.stopped == "max_steps=10 reached"
+
+
+def test_one_shared_bar_counts_every_fit_of_a_loop_by_its_cost():
+    """loop_bar + SharedBar: one bar over several fits, each step weighted by its cost, so
+    that the bar ends full exactly when the last fit ends."""
+    from nfcourse.callbacks import SharedBar, loop_bar
+    costs, steps = [1.0, 2.5], 3 * 8                # 3 epochs of 240 points: 8 batches of 32
+    bar = loop_bar(steps * sum(costs), "two fits")
+    for seed, cost in enumerate(costs):
+        history = fit(model(seed), "elbo", synthetic(), None,
+                      TrainConfig(epochs=3, batch_size=32, progress=False),
+                      callbacks=[SharedBar(bar, cost)])
+        assert history.step[-1] == steps
+    assert bar.n == pytest.approx(bar.total)
+    bar.close()

@@ -4,6 +4,7 @@ tensors, and saying what went wrong."""
 from __future__ import annotations
 
 import functools
+import re
 import weakref
 from typing import Any, Callable, Iterable
 
@@ -18,6 +19,10 @@ NOT_ATTEMPTED = "not attempted yet"
 
 #: A typical mistake: what the wrong answer would be, and what to tell the student.
 Mistake = tuple[torch.Tensor, str]
+
+#: What PyTorch's errors about shapes that do not broadcast contain (for
+#: :meth:`Exercise.call_hinting`): "The size of tensor a (6) must match ...", "... shape ...".
+SHAPE_ERROR = r"size of tensor|shape"
 
 
 class SelfCheckError(AssertionError):
@@ -83,6 +88,22 @@ class Exercise:
                 f"  called with: ({shapes})"
             ) from err
 
+    def call_hinting(self, fn: Callable, *args, crashes: Iterable[tuple[str, str]]) -> Any:
+        """:meth:`call`, with a hint for the crashes whose cause we can guess: ``crashes``
+        pairs a regular expression, searched in the error's ``Type: text``, with what to tell
+        the student (a broadcasting error from a forgotten ``keepdim``, say), so the message
+        ends in words rather than in PyTorch's."""
+        try:
+            return self.call(fn, *args)
+        except SelfCheckError as err:
+            cause = err.__cause__
+            said = f"{type(cause).__name__}: {cause}"
+            hint = next((h for pattern, h in crashes if cause is not None
+                         and re.search(pattern, said)), None)
+            if hint is None:
+                raise
+            raise SelfCheckError(f"{err}\n  hint: {hint}") from cause
+
     def tensor(self, value: Any, what: str) -> torch.Tensor:
         """The answer as a tensor, or a message saying it is not one."""
         if isinstance(value, torch.Tensor):
@@ -102,14 +123,18 @@ class Exercise:
     def verdict(self, got: Any, expected: torch.Tensor, what: str,
                 mistakes: Iterable[Mistake] = (), shape_hint: str | None = None,
                 nan_hint: str | None = None, hint: str | None = None,
-                elsewhere: Callable[[], Iterable[tuple[Any, torch.Tensor]]] | None = None
-                ) -> torch.Tensor:
+                elsewhere: Callable[[], Iterable[tuple[Any, torch.Tensor]]] | None = None,
+                probe: Callable[[], str | None] | None = None) -> torch.Tensor:
         """``got`` as a tensor if it equals ``expected``; else fail, naming the first
         typical mistake it equals (NaN where the mistake has NaN counts as equal), else the
         property that is off (shape, NaN, a constant offset, or just the values).
 
         One number cannot show a constant offset; for such an answer ``elsewhere`` yields
-        ``(got, expected)`` at a few other inputs, called only when the answer is wrong."""
+        ``(got, expected)`` at a few other inputs, called only when the answer is wrong.
+        ``probe`` names the wrong part of an answer that is none of the listed mistakes, by
+        calling the student's function again on designed inputs; it returns a hint or None
+        (a crash on its inputs counts as None: the message about the values is clearer).
+        Its hint comes before the constant offset's, which it can say more precisely."""
         got = self.tensor(got, what)
         if matches(got, expected):
             return got
@@ -121,6 +146,11 @@ class Exercise:
         if not torch.isfinite(got).all():
             self.fail(f"{what} contains NaN or inf", expected=expected, got=got,
                       hint=nan_hint or hint)
+        if hint is None and probe is not None:
+            try:
+                hint = probe()
+            except SelfCheckError:
+                hint = None
         if hint is None:
             hint = _constant_offset(got, expected, elsewhere)
         self.fail(f"{what} is wrong", expected=expected, got=got, hint=hint)
@@ -225,6 +255,45 @@ def matches(got: torch.Tensor, candidate: torch.Tensor, rtol: float = 1e-5,
     equal_nan = equal_nan and bool(torch.isfinite(candidate).any())
     return got.shape == candidate.shape and torch.allclose(
         got.to(candidate.dtype), candidate, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def response(ex: Exercise, fn: Callable, args: tuple, index: int,
+             step: float | torch.Tensor = 1.0) -> torch.Tensor | None:
+    """How the student's answer moves when ``args[index]`` is raised by ``step`` (everywhere,
+    or where a tensor ``step`` says): ``fn(..., args[index] + step, ...) - fn(*args)``, or
+    None where a call fails or the two answers differ in shape. For an answer linear in its
+    inputs (a free energy, a bound) a move by 1 everywhere is the input's coefficient, which
+    says which term is off."""
+    moved = list(args)
+    moved[index] = args[index] + step
+    try:
+        before = ex.tensor(ex.call(fn, *args), "the answer")
+        after = ex.tensor(ex.call(fn, *moved), "the answer")
+    except SelfCheckError:
+        return None
+    if before.shape != after.shape:
+        return None
+    return (after.detach() - before.detach()).to(torch.float64)
+
+
+def wrong_coefficient(ex: Exercise, fn: Callable, args: tuple, what: str,
+                      terms: Iterable[tuple[int, float, str, str]]) -> str | None:
+    """For an answer linear in its tensor inputs, the first term whose coefficient is off,
+    in words: ``terms`` gives, for each input, its index in ``args``, how much ``what``
+    should move when that input rises by 1 everywhere, its name, and why."""
+    for index, slope, name, why in terms:
+        moved = response(ex, fn, args, index)
+        if moved is None or torch.allclose(moved, torch.full_like(moved, slope), rtol=1e-6,
+                                           atol=1e-9):
+            continue
+        flat = moved.flatten()
+        if flat.numel() and torch.allclose(flat, flat[:1].expand_as(flat)):
+            yours = f"yours changes by {flat[0].item():+.4g}"
+        else:
+            yours = "yours changes by different amounts for different entries"
+        return (f"when every {name} rises by 1, {what} should change by {slope:+.4g}; "
+                f"{yours}: {why}")
+    return None
 
 
 def _constant_offset(got: torch.Tensor, expected: torch.Tensor,
