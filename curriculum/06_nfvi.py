@@ -46,7 +46,7 @@
 # | 6.9 | encoder overfitting | explain it, then measure two gaps on training and test images |
 # | Table 2 | R&M's Table 2 at full scale | our runs beside the paper's (trained elsewhere; the table and the commands) |
 #
-# **Two gaps** (Cremer et al. 2018), used from 6.5 on. With $q^*$ the member of the posterior family
+# **Two gaps** (Cremer et al. 2018), used from 6.8 on. With $q^*$ the member of the posterior family
 # with the highest ELBO *for one image* $x$, and $q$ the one the encoder outputs for it,
 # $\log p(x) - \mathcal L[q] = \big(\log p(x) - \mathcal L[q^*]\big) + \big(\mathcal L[q^*] - \mathcal L[q]\big)$: the
 # **approximation gap**, what the family cannot do, plus the **amortization gap**, what one
@@ -60,8 +60,9 @@
 # **Notation** (as in Sections 4 and 5): $x$ an image, $z_0$ the base draw, $z_K$ the posterior
 # sample after $K$ flow layers; $\lambda = \mathrm{enc}_\phi(x)$ the encoder's output, here
 # $(\mu, \log\sigma^2)$ and the flow's per-sample parameters; planar layers
-# $f(z) = z + \hat u\, h(w^\top z + b)$ with $h = \tanh$, $\psi(z) = h'(w^\top z + b)\, w$; radial layers
-# $f(z) = z + \beta h(\alpha, r)(z - z_0)$ with $r = \lVert z - z_0\rVert$, $h = 1/(\alpha + r)$.
+# $f(z) = z + \hat u\, h(w^\top z + b)$ with $h = \tanh$, $\psi(z) = h'(w^\top z + b)\, w$ and $\hat u$ the corrected $u$
+# of 6.3a; radial layers $f(z) = z + \beta h(\alpha, r)(z - z_r)$ with centre $z_r$ (`nf.Radial`'s `z0`),
+# $r = \lVert z - z_r\rVert$, $h = 1/(\alpha + r)$.
 
 # %%
 import math
@@ -163,7 +164,7 @@ torch.testing.assert_close(a, b)
 # At student scale on binarized MNIST (below, with 6.5's training): a **global** planar flow of
 # $K = 10$ layers against the same flow with its parameters **amortized**.
 #
-# ## 6.2 Generation does not involve the flow
+# ## 6.2 What the flow means for generation
 #
 # *What does having the encoder output the flow's parameters mean for using the trained model as a
 # generative model, compared with a VAE?*
@@ -310,8 +311,9 @@ if yours_planar:
 
 # %% [markdown]
 # The densities computed by the change of variables and the histograms of pushed samples agree,
-# panel by panel. A planar layer contracts or expands along one direction, perpendicular to the
-# hyperplane $w^\top z + b = 0$; a radial layer around a point $z_0$. Ten layers already bend a
+# panel by panel. A planar layer moves points along $\hat u$, by an amount that depends on their
+# position across the hyperplane $w^\top z + b = 0$, so it stretches or squeezes the density near that
+# hyperplane; a radial layer contracts or expands around its centre. Ten layers already bend a
 # Gaussian into several modes, and tear the uniform square's edges into curves. Move the
 # parameters of one layer yourself: drag a slider and the density redraws.
 
@@ -337,7 +339,7 @@ def one_planar_layer(w1=3.0, w2=0.0, u1=1.0, u2=1.0, b=0.0):
 
 
 def one_radial_layer(z1=0.0, z2=0.0, alpha=0.5, beta=1.0):
-    """One radial layer f(z) = z + β (z − z_0) / (α + ‖z − z_0‖) on a standard normal base."""
+    """One radial layer f(z) = z + β (z − z_r) / (α + ‖z − z_r‖) on a standard normal base."""
     layer = nf.Radial(2)
     with torch.no_grad():     # raw parameters: α = softplus(α_raw), β̂ = −α + softplus(β_raw)
         layer.z0.copy_(torch.tensor([z1, z2]))
@@ -469,10 +471,11 @@ print("the NF-VAEs below train on", "your free energy" if yours else "nfcourse's
 # functions train the amortized flows; the global flow has its own parameters, which `nfcourse`'s
 # `FlowPosterior` handles.)
 #
-# **The amortized flows start at the identity.** An encoder's last layer starts with small random
+# **The amortized flows start near the identity.** An encoder's last layer starts with small random
 # weights, so a freshly built NF-VAE gives every image a random flow, and a planar layer with small
-# $u$ and $w$ is far from the identity: $\hat u \approx -w/\lVert w\rVert^2$ (6.3a with $w^\top u \approx 0$ gives
-# $w^\top \hat u = m(0) \approx -0.31$), a layer that squeezes $q$ along $w$ before training has begun.
+# $u$ and $w$ is far from the identity: with $w^\top u \approx 0$, 6.3a gives $\hat u \approx u - 0.31\, w/\lVert w\rVert^2$
+# ($w^\top \hat u = m(0) = -1 + \log 2 \approx -0.31$), large when $w$ is small: a layer that squeezes $q$ before
+# training has begun.
 # `VAE.start_flow_near_identity` zeroes the last layer's weights in the rows of the flow's
 # parameters and sets their biases to a layer close to the identity, so training starts from the
 # $K = 0$ VAE and the flow moves away only where that raises the ELBO.
@@ -521,62 +524,108 @@ for name, r in nf_results.items():
     d_elbo, se_elbo = paired_change(-base["elbo"], -r["elbo"])
     d_nll, se_nll = paired_change(-base["log_px"], -r["log_px"])
     r.update(d_elbo=(d_elbo, se_elbo), d_nll=(d_nll, se_nll))
-    deltas = ("" if r is base else f"{d_elbo:+8.2f} ± {se_elbo:.2f}   {d_nll:+7.2f} ± {se_nll:.2f}")
+    deltas = "" if r is base else (f"{d_elbo:+8.2f} ± {se_elbo:.2f}   "
+                                   f"{d_nll:+7.2f} ± {se_nll:.2f}")
     print(f"{name:28s} {-r['elbo'].mean():10.2f} {-r['log_px'].mean():9.2f} {deltas:>33s} "
           f"{r['steps']:6d} {r['seconds']:8.0f}")
 print(f"the NLL of one model has a standard error of {base['log_px'].std() / N_TEST**0.5:.2f} "
       "over these images; paired, the differences are known far better")
+d, se = paired_change(-nf_results["planar K = 10, global (6.1)"]["log_px"],
+                      -nf_results["planar K = 10, amortized"]["log_px"])
+print(f"amortized K = 10 against global K = 10, paired NLL: {d:+.2f} ± {se:.2f}")
 for measure in ("d_elbo", "d_nll"):       # the K = 10 flow beats K = 0 by > 2 standard errors
     d, se = nf_results["planar K = 10, amortized"][measure]
     assert d < -2 * se + NLL_SLACK, (measure, d, se)
 
 # %% [markdown]
-# **$q(z \mid x)$ before and after the flow.** Where the flow's log-det is the same for every draw,
-# the flow acts on $q$'s cloud as an affine map, and $q$ stays Gaussian; where it varies between
-# draws, the flow bends $q$. Among the first 100 test digits we pick the three whose
-# $\sum_k \log|\det|$ varies most over 200 draws, and show 3000 draws of $z_0$ from the encoder's
-# Gaussian and the same draws after the $K = 10$ amortized flow, on the two leading principal
-# directions of the $z_K$ cloud (both rows on the same scale).
+# **$q(z \mid x)$ before and after the flow.** The diagonal Gaussian $q_0$ is an axis-aligned
+# ellipse in every pair of coordinates of $z$. How far is $q_K$ from that? For each of the first 100
+# test digits, the largest correlation between two coordinates, over 500 draws, of $z_K$, and of
+# $z_0$ (whose true correlations are 0, so its value is the noise floor of this statistic). Then,
+# for the three digits with the strongest correlation in $z_K$, 3000 draws of $z_0$ and the same
+# draws after the $K = 10$ amortized flow, on that pair of coordinates.
 
 # %%
 model = nf_models["planar K = 10, amortized"]
 with torch.no_grad():
     q = model.q(x_test[:100])
-    z0, _ = q.base.rsample_and_log_prob(200, torch.Generator().manual_seed(0))
-    spread = q.flow(z0)[1].std(0)               # the sd of Σ log|det| over draws, per digit
-shown = spread.argsort(descending=True)[:3].tolist()
-print(f"sd of Σ log|det| over draws, first 100 test digits: median {spread.median():.3f}, "
-      f"largest {', '.join(f'{spread[i]:.3f}' for i in shown)} (digits {shown})")
+    z0, _ = q.base.rsample_and_log_prob(500, torch.Generator().manual_seed(0))
+    zk, _ = q.flow(z0)                                        # [500, 100, Z_DIM]
+
+
+def strongest_correlation(z):
+    """The largest |correlation| between two coordinates of draws z [S, B, D], per point."""
+    centred = z - z.mean(0)
+    cov = torch.einsum("sbi,sbj->bij", centred, centred) / (len(z) - 1)
+    sd = cov.diagonal(dim1=-2, dim2=-1).sqrt()
+    corr = (cov / (sd[:, :, None] * sd[:, None, :])).abs() - torch.eye(z.shape[-1])
+    return corr.flatten(1).max(1)
+
+
+strongest, floor = strongest_correlation(zk), strongest_correlation(z0).values
+shown = strongest.values.argsort(descending=True)[:3].tolist()
+print(f"largest |correlation| between two coordinates, median over the first 100 test digits: "
+      f"z_K {strongest.values.median():.2f}, z_0 {floor.median():.2f} (the noise floor)")
+print("shown: digits", shown, "with |correlation|",
+      ", ".join(f"{strongest.values[i]:.2f}" for i in shown))
+assert strongest.values.median() > floor.median() + 0.1 - NLL_SLACK   # q_K is correlated
 fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
 with torch.no_grad():
     for col, i in enumerate(shown):
+        a, b = divmod(strongest.indices[i].item(), Z_DIM)
         q = model.q(x_test[i:i + 1])
         z0, _ = q.base.rsample_and_log_prob(3000, torch.Generator().manual_seed(col))
         zk, _ = q.flow(z0)
-        z0, zk = z0[:, 0], zk[:, 0]
-        centre = zk.mean(0)
-        _, _, v = torch.linalg.svd(zk - centre, full_matrices=False)
-        projections = [(z - centre) @ v[:2].T for z in (z0, zk)]
-        lim = 1.1 * max(p.abs().max().item() for p in projections)
-        for row, (proj, label) in enumerate(zip(projections, ["$z_0 \\sim q_0$", "$z_K = f(z_0)$"])):
-            axes[row, col].scatter(proj[:, 0], proj[:, 1], s=1, alpha=0.3)
-            axes[row, col].set(title=f"test digit {i}: {label}", xlabel="PC 1 of $z_K$",
-                               ylabel="PC 2 of $z_K$", xlim=(-lim, lim), ylim=(-lim, lim),
-                               aspect="equal")
+        clouds = [z[:, 0][:, [a, b]] for z in (z0, zk)]
+        lo = torch.cat(clouds).min(0).values - 0.1
+        hi = torch.cat(clouds).max(0).values + 0.1
+        for row, (cloud, label) in enumerate(zip(clouds, ["$z_0 \\sim q_0$", "$z_K = f(z_0)$"])):
+            axes[row, col].scatter(cloud[:, 0], cloud[:, 1], s=1, alpha=0.3)
+            axes[row, col].set(title=f"test digit {i}: {label}", xlabel=f"$z_{{{a + 1}}}$",
+                               ylabel=f"$z_{{{b + 1}}}$", xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]))
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Measured** (reference run at the default settings, 2-core x86-64 CPU, PyTorch 2.13, nothing
-# else running; your run prints its own numbers above). The budget: 2000 Adam steps of 100 images
-# (10 epochs of 20 000), $z = 20$, 200 hidden units. Test NLL on 1000 random test images, $S = 200$:
-# $K = 0$ **106.27**, amortized planar $K = 2$ **105.81**, $K = 10$ **105.91**, global $K = 10$ 106.28
-# (± 0.87 each; the images are shared, so the differences are far more precise than that);
-# $-$ELBO 111.27, 110.55, 111.54, 111.09. The amortized flows gain about 0.4 nats at this budget;
-# R&M's gains (2.4 nats at $K = 10$) come after 500 000 steps at $z = 40$ (Table 2, below). The
-# global flow is no better than $K = 0$, as 6.1 predicts: a Gaussian-posterior VAE in disguise.
-# After the amortized flow, $q$ is no longer an axis-aligned ellipse: it bends and skews,
-# differently for each digit. (Training took 16 s for $K = 0$ and 39 s for $K = 10$.)
+# **Measured** (reference run at the default settings, 2-core x86-64 CPU, PyTorch 2.13, one
+# thread; your run prints its own numbers above). The budget: 2000 Adam steps of 100 images (10
+# epochs of 20 000), $z = 20$, 200 maxout units. On 1000 random test images, test $-$ELBO (100
+# draws per image) and NLL ($S = 200$), and each flow's **paired** difference to $K = 0$ on the
+# same images (negative is better):
+#
+# | posterior | test $-$ELBO | test NLL | $\Delta$ $-$ELBO | $\Delta$ NLL |
+# |---|---|---|---|---|
+# | $K = 0$ (diagonal Gaussian) | 109.34 | 103.85 | | |
+# | planar $K = 2$, amortized | 109.06 | 103.66 | −0.28 ± 0.14 | −0.19 ± 0.13 |
+# | planar $K = 10$, amortized | **108.23** | **102.71** | **−1.11 ± 0.15** | **−1.13 ± 0.14** |
+# | planar $K = 10$, global (6.1) | 108.36 | 103.18 | −0.99 ± 0.15 | −0.67 ± 0.14 |
+#
+# One model's NLL has a standard error of 0.85 over these images, but most of an image's score is
+# the image, and that part cancels in a paired difference: the amortized $K = 10$ flow's gains are
+# seven to eight of their standard errors, and the cell asserts more than two. Two things make it
+# win at this scale, and neither does alone. In side runs at these settings (seed 0; the same
+# images and estimates), with ReLU units the identity start gave $\Delta$ $-$ELBO −0.08 ± 0.15 and
+# $\Delta$ NLL −0.21 ± 0.14; with maxout units and the encoder's random start, −0.08 ± 0.15 and
+# −0.25 ± 0.13; with both, −1.33 ± 0.16 and −1.19 ± 0.14 (and with seeds 1 and 2, −0.60 ± 0.13 and
+# −1.09 ± 0.12, −0.97 ± 0.14 and −0.89 ± 0.12). The flow's parameters are outputs of the
+# encoder's last layer, so the encoder's features decide what per-image flows it can express;
+# R&M's maxout units give it richer ones, and the identity start keeps the flow from damaging
+# $q$ while they are learnt. $K = 2$ gains less, within two standard errors of nothing on NLL.
+#
+# The **global** flow gains too, and that is not what 6.1 rules out. 6.1 shows that a global flow
+# gives no richer *posterior family*: it is a Gaussian-posterior VAE whose prior is the flow
+# pulled back, $p(f(z_0))|\det J_f|$, and whose decoder is one layer deeper. That is a different,
+# and here a better, *generative model* (Section 5's flow prior gained in the same way): its NLL
+# improves, and its ELBO with it. What only the amortized flow can do is shape $q$ for each image:
+# at the same $K$ it beats the global flow on NLL here by about half a nat (printed above, paired),
+# a rough measure of the share of the gain that comes from the posterior; the two models differ in
+# training as well, so that share can move from run to run. (R&M's gains, 2.4 nats at $K = 10$, come after 500 000 steps at
+# $z = 40$: Table 2, below.)
+#
+# The figure above shows what the flow did to $q$: the diagonal Gaussian's clouds are round in
+# every pair of coordinates, and after ten planar layers they are tilted ellipses: the flow gives
+# each image's posterior the correlations a diagonal Gaussian cannot have. Strongly bent shapes are
+# rare at $z = 20$ after 2000 steps; 6.8 shows the posteriors themselves, in two dimensions.
 #
 # ## 6.6 Planar flows with $M$ hidden units
 #
@@ -745,10 +794,14 @@ for i, approximation, amortization in grid_gaps:
           f"{amortization:.3f}")
 
 # %% [markdown]
-# Each panel is centred on the optimised Gaussian's mean, ±4 of its largest standard deviations.
-# The true posterior is typically a skewed, banana-shaped blob; the amortized Gaussian sits near
-# it but is often too wide or offset (the amortization gap), the optimised Gaussian matches its
-# position and width but not its shape (the approximation gap), and the flows follow the bend.
+# Each panel is centred on the optimised Gaussian's mean, ±4 of its largest standard deviations,
+# and the printed gaps put numbers on what the panels show. The true posteriors of this small 2-D
+# model are close to Gaussian but **tilted**: $z_1$ and $z_2$ are correlated, which a *diagonal*
+# Gaussian cannot be, so even the optimised one stays axis-aligned and keeps an approximation gap
+# (a tenth of a nat for digits 0 and 1 in the reference run; half a nat for digit 2, whose
+# posterior is also skewed, with a tail). The amortized Gaussian is offset or too wide, and its
+# amortization gap, 0.5 to 1 nat, is the larger of the two here. The flows tilt with the
+# posterior, amortized or optimised.
 #
 # ## 6.9 Encoder overfitting
 #
@@ -757,15 +810,17 @@ for i, approximation, amortization in grid_gaps:
 #
 # **Your answer:** _write your derivation or explanation here._ *Hint: split log p(x) − L[q] into two gaps, and ask which one a more expressive encoder can close on data it was not trained on*
 #
-# **Compare with the solution: the gaps, measured.** The 2-D model of 6.8 has nearly Gaussian
-# posteriors (its decoder is small and smooth), so we measure on the $K = 0$ VAE of 6.5
-# ($z = 20$): its own diagonal Gaussian encoder, and an amortized planar flow ($K = 10$) fitted
-# as a new encoder to the *same* decoder (`refit_encoder`), on `GAP_IMAGES` training and
-# `GAP_IMAGES` test images. $q^*$: the Gaussian's parameters optimised for each image; the flow's
-# optimised from the Gaussian's optimum with a near-identity flow appended, so the flow's search
-# starts where the Gaussian's ended (a flow contains the Gaussian). $\log p(x)$ by importance
-# sampling with $S$ = `GAP_S` draws from the optimised flow; $\mathcal L[q^*]$ and $\mathcal L[q]$
-# with 200 draws each; ± standard errors over images.
+# **Compare with the solution: the gaps, measured.** 6.8's 2-D posteriors are near-Gaussian, with
+# approximation gaps of a tenth to half a nat, so we measure on the $z = 20$ models of 6.5, in
+# three rows, on `GAP_IMAGES` training and `GAP_IMAGES` test images: (1) the $K = 0$ VAE with its
+# diagonal Gaussian encoder; (2) an amortized planar flow ($K = 10$) fitted as a new encoder to the
+# *same* decoder (`refit_encoder`), so rows 1 and 2 share one model $p(x, z)$ and one $\log p(x)$;
+# (3) 6.5's NF-VAE, trained with its flow: another model, with its own $\log p(x)$. $q^*$: the
+# Gaussian's parameters optimised for each image; row 2's flow optimised from the Gaussian's
+# optimum with a near-identity flow appended (a flow contains the Gaussian), row 3's from its own
+# encoder's output. $\log p(x)$ by importance sampling with $S$ = `GAP_S` draws from the optimised
+# flow of the same model; $\mathcal L[q^*]$ and $\mathcal L[q]$ with 200 draws each; ± standard errors
+# over images.
 
 # %%
 base_vae = nf_models["K = 0 (diagonal Gaussian)"]
@@ -830,6 +885,8 @@ for split in ("train", "test"):         # on one decoder, the flow narrows the a
     gauss = gap_rows[split, "diagonal Gaussian"]["approximation"].mean()
     flow = gap_rows[split, "flow, same decoder"]["approximation"].mean()
     assert flow < gauss + NLL_SLACK, split
+for (split, family), r in gap_rows.items():    # and the amortization gap is the larger one
+    assert r["amortization"].mean() > r["approximation"].mean() - NLL_SLACK, (split, family)
 
 # %% [markdown]
 # **Measured** (reference run, 100 training and 100 test images, nats ± standard error over
@@ -837,19 +894,25 @@ for split in ("train", "test"):         # on one decoder, the flow narrows the a
 #
 # | images | posterior | approximation gap | amortization gap |
 # |---|---|---|---|
-# | train | diagonal Gaussian | 2.31 ± 0.04 | 4.06 ± 0.23 |
-# | train | planar flow, $K = 10$ | **0.93 ± 0.02** | 4.96 ± 0.19 |
-# | test | diagonal Gaussian | 2.31 ± 0.04 | 4.55 ± 0.23 |
-# | test | planar flow, $K = 10$ | **0.92 ± 0.02** | 5.97 ± 0.24 |
+# | train | diagonal Gaussian | 2.40 ± 0.04 | 4.62 ± 0.28 |
+# | train | flow, same decoder | **0.88 ± 0.02** | 4.92 ± 0.24 |
+# | train | flow, its own NF-VAE | 0.87 ± 0.02 | 5.96 ± 0.31 |
+# | test | diagonal Gaussian | 2.37 ± 0.04 | 5.33 ± 0.32 |
+# | test | flow, same decoder | **0.85 ± 0.02** | 5.45 ± 0.28 |
+# | test | flow, its own NF-VAE | 0.85 ± 0.02 | 6.61 ± 0.32 |
 #
-# The flow halves the approximation gap, on training and test images alike: it is a property
-# of the family. The amortization gap grows from training to test images for both encoders,
-# by 0.5 nats for the Gaussian's and by 1.0 for the flow's: the encoders fit the images they
-# were trained on, and the flow's encoder, with 450 outputs per image where the Gaussian's has
-# 40, overfits more. Here its amortization gap even exceeds the Gaussian's: at this budget the
-# flow's encoder is far from the per-image optimum, so the *amortized* flow posterior is no
-# better than the Gaussian one, although the family is. Both approximations share one decoder
-# here, trained with the Gaussian posterior; in an NF-VAE the decoder adapts to the flow.
+# On one decoder the flow cuts the approximation gap from 2.4 to 0.9 nats, on training and test
+# images alike: it is a property of the family (asserted). The **amortization gap dominates**, as
+# Cremer et al. found (asserted): 4.6 to 6.6 nats against 0.9 to 2.4. It is larger on test images than on
+# training images in every row, by 0.5 to 0.7 nats, the sign of encoder overfitting; but with 100
+# images per split (different images, so unpaired) each growth is within two standard errors of
+# zero, and the cell says so: a claim of overfitting needs more images. Cremer et al.'s other
+# finding, that a flow trained with its model *shrinks* the amortization gap, does not show at
+# this budget: the NF-VAE's amortization gap is the largest of the three. Its encoder has 450
+# outputs per image to learn where the Gaussian's has 40, in 2000 steps; at full scale the runs in
+# `docs/nfvi-study.md` (`scripts/inference_gaps.py`) are the place to test it. So at student scale
+# a flow helps by its family, and a better encoder (or more training) is what the larger gap asks
+# for.
 #
 # ## R&M's Table 2 at full scale
 #

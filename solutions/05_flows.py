@@ -53,6 +53,8 @@
 # | $b \in \{0, 1\}^D$ | a coupling mask: $b_i = 1$ keeps $x_i$ |
 # | $s, t$ | a coupling's log-scale and shift, outputs of a network of the kept part (in 5.5's bits-per-dimension exercise, $s$ names the logits of the pixels instead) |
 # | $U(z)$, $p(z) = e^{-U(z)}/Z$ | an energy and its normalised density (5.6) |
+# | $z_0$, $z = f(z_0)$ | in 5.6, where $z$ is the target's variable, a flow's base variable |
+# | $u$ | the dequantization noise (5.5); in the flow-prior part, where $z$ is the VAE's latent, the prior flow's base variable, $z = g(u)$ |
 # | $k$ | the number of levels of discrete data (17 for the 8×8 digits) |
 #
 # All logs are natural; likelihoods are in **nats**, and for images also in **bits per
@@ -69,13 +71,12 @@ from torch import nn
 from torch.distributions import Normal
 
 from nfcourse import flows as nf
-from nfcourse import objectives, pick, progress, seed_everything
+from nfcourse import objectives, pick, seed_everything
 from nfcourse.callbacks import SharedBar, loop_bar
 from nfcourse.checks import flows as check
 from nfcourse.data import (DIGITS_LEVELS, gaussian_mixture_log_prob, load_binarized_mnist,
                            load_digits, sample_toy)
-from nfcourse.objectives.density import MaximumLikelihood, bits_per_dim, dequantize, discrete_nll
-from nfcourse.objectives.free_energy import FreeEnergy
+from nfcourse.objectives.density import MaximumLikelihood, dequantize
 from nfcourse.models import VAE, FlowPrior, GaussianLikelihood, MixturePrior
 from nfcourse.plotting import (density_on_grid, grid_points, image_grid, plot_density,
                                plot_samples)
@@ -428,7 +429,18 @@ print("test NLL (nats)   " + "".join(f"  K={K:<5d}" for K in COUPLINGS))
 for name in TOY_SETS:
     print(f"{name:18s}" + "".join(f"  {toy_nll[name, K]:7.3f}" for K in COUPLINGS))
 for name in TOY_SETS:      # depth helps: the deepest flow beats the single coupling
-    assert toy_nll[name, COUPLINGS[-1]] < toy_nll[name, COUPLINGS[0]] - 0.05, name
+    assert toy_nll[name, COUPLINGS[-1]] < toy_nll[name, COUPLINGS[0]] - 0.05 + SLACK, name
+
+
+def drop(a, b):
+    """The test NLL's fall from a to b couplings, averaged over the four sets."""
+    return sum(toy_nll[name, a] - toy_nll[name, b] for name in TOY_SETS) / len(TOY_SETS)
+
+
+# depth helps most from 1 to 4 couplings (fast mode fits K = 1 and 4 only: then 4 to 4)
+print(f"average drop in test NLL: {drop(1, 4):.2f} nats from K = 1 to 4, "
+      f"{drop(4, COUPLINGS[-1]):.2f} from K = 4 to {COUPLINGS[-1]}")
+assert drop(1, 4) > drop(4, COUPLINGS[-1]) - SLACK
 
 # %%
 p_test = sample_toy("gaussian_mixture", TOY_TEST, torch.Generator().manual_seed(2))
@@ -440,7 +452,7 @@ for K in COUPLINGS:
                - toy_models["gaussian_mixture", K].log_prob(p_test).double())
     kl_gm[K] = gap.mean().item()
     print(f"  K = {K:2d}: {gap.mean().item():.3f} ± {gap.std().item() / math.sqrt(len(gap)):.3f}")
-assert kl_gm[COUPLINGS[-1]] < kl_gm[COUPLINGS[0]]
+assert kl_gm[COUPLINGS[-1]] < kl_gm[COUPLINGS[0]] + SLACK
 
 fig, axes = plt.subplots(2, len(TOY_SETS), figsize=(3.2 * len(TOY_SETS), 6.4))
 for col, name in enumerate(TOY_SETS):
@@ -454,11 +466,12 @@ plt.show()
 
 # %% [markdown]
 # **Measured** in a reference run at the default settings (2-core x86-64 CPU, PyTorch 2.13, no
-# GPU; the whole notebook took 3.7 minutes beside a 1-thread training job). Your run prints its
-# own numbers above; they will be close, not equal. The test NLL fell with depth on every set, most
-# from 1 to 4 couplings: two moons 3.35 → 2.45 nats (K = 16), rings 3.76 → 3.46, checkerboard
-# 5.78 → 3.70 (its floor is its entropy, $\log 32 = 3.47$), the Gaussian mixture 4.23 → 2.38, and
-# KL(p‖q) there 2.06 → 0.25 ± 0.01 nats. One coupling changes one coordinate conditioned on the
+# GPU; the whole notebook, measured outside it by jupytext + nbclient beside a 1-thread training
+# job: 224 s). Your run prints its own numbers above; they will be close, not equal. The test NLL
+# fell from 1 to 16 couplings on every set, most from 1 to 4 (on average 1.04 nats, against 0.24
+# from 4 to 16; the cell asserts both at the default settings): two moons 3.35 → 2.45 nats
+# (K = 16), rings 3.76 → 3.46, checkerboard 5.78 → 3.70 (its floor is its entropy,
+# $\log 32 = 3.47$), the Gaussian mixture 4.23 → 2.38, and KL(p‖q) there 2.06 → 0.25 ± 0.01 nats. One coupling changes one coordinate conditioned on the
 # other, so it can bend a density along one axis only: it cannot make the rings round. Between
 # neighbouring depths the order is not always strict (two moons at K = 2 and 4): 450 steps do
 # not finish training the deeper flows, which need more steps, not only more layers.
@@ -481,12 +494,11 @@ plt.show()
 # bound, not a bound itself: for one draw it can fall below $-\log P(x)$, while its average over
 # draws cannot. Averaged over many test images (each with its own draw) it estimates the mean
 # bound closely. In **bits per dimension**, $\text{nats}/(D \ln 2)$, the bound reads
-# $-\log_2 P(x)/D \le \mathbb E_u[-\log q(y)]/(D\ln 2) + \log_2 k$
-# (`nfcourse.objectives.density`). A model that knows nothing, the uniform $P(x) = k^{-D}$,
-# scores $\log_2 k = \log_2 17 = 4.09$ bits per dimension.
+# $-\log_2 P(x)/D \le \mathbb E_u[-\log q(y)]/(D\ln 2) + \log_2 k$. A model that knows
+# nothing, the uniform $P(x) = k^{-D}$, scores $\log_2 k = \log_2 17 = 4.09$ bits per dimension.
 #
-# The same MAF (5 layers, 128 hidden units), fitted to the levels scaled to $[0, 1)$ *without*
-# noise, and *with* it:
+# The same MAF (5 layers, 128 hidden units, after the logit preprocessing described below),
+# fitted to the levels scaled to $[0, 1)$ *without* noise, and *with* it:
 
 # %%
 digits, labels = load_digits()
@@ -494,6 +506,13 @@ order = torch.randperm(len(digits), generator=torch.Generator().manual_seed(0))
 digits = digits[order]
 d_train, d_valid, d_test = digits[:1200], digits[1200:1500], digits[1500:]
 deq = MaximumLikelihood(levels=DIGITS_LEVELS)
+
+
+def to_bits(nats, dims=64):
+    """Nats per digit to bits per dimension: nats / (D ln 2)."""
+    return nats / (dims * math.log(2))
+
+
 curves, honest = {}, {}
 NOISE_EPOCHS = max(DIGIT_EPOCHS // 2, 2)
 bar = loop_bar(2 * NOISE_EPOCHS * len(d_train) // 100, "2 fits")
@@ -507,8 +526,8 @@ for name, objective, train_data in [("no noise: x / 17", MaximumLikelihood(),
         callbacks=[SharedBar(bar)])
     # the training loss as the NLL of the discrete digits, bits per dimension
     offset = 64 * math.log(DIGITS_LEVELS) if objective is not deq else 0.0
-    curves[name] = [bits_per_dim(v + offset, 64) for v in history.train_loss]
-    honest[name] = bits_per_dim(-evaluate(q, d_test, deq), 64)
+    curves[name] = [to_bits(v + offset) for v in history.train_loss]
+    honest[name] = to_bits(-evaluate(q, d_test, deq))
 bar.close()
 for name in curves:
     print(f"{name:26s} training 'bits/dim' {curves[name][-1]:6.3f}; on dequantized test "
@@ -521,7 +540,7 @@ ax.axhline(0, color="grey", lw=0.5)
 ax.set(xlabel="epoch", ylabel="training NLL, bits / dim", title="MAF on the 8×8 digits")
 ax.legend()
 plt.show()
-assert curves["no noise: x / 17"][-1] < curves["dequantized: (x + u) / 17"][-1]
+assert curves["no noise: x / 17"][-1] < curves["dequantized: (x + u) / 17"][-1] + SLACK
 assert honest["no noise: x / 17"] > math.log2(DIGITS_LEVELS) - SLACK   # worse than a guess
 
 # %% [markdown]
@@ -531,13 +550,16 @@ assert honest["no noise: x / 17"] > math.log2(DIGITS_LEVELS) - SLACK   # worse t
 # than the 4.09 bits/dim of a uniform guess (the cell asserts that it is worse at the default
 # settings). From here on every image model is dequantized.
 #
-# **The logit preprocessing** (RealNVP, §4.1). Pixels live in $[0, 1)$, many of them at the
-# edges (the background at 0), where a density with a hard edge is hard to reach from a
-# Gaussian base. So the image models work in **logit space**,
+# **The logit preprocessing** (after RealNVP §4.1, made symmetric in $\alpha$). Pixels live in
+# $[0, 1)$, many of them at the edges (the background at 0), where a density with a hard edge is
+# hard to reach from a Gaussian base. So the image models work in **logit space**,
 # $s = \operatorname{logit}\big(\alpha + (1 - 2\alpha)\,y\big)$ with $\alpha = 0.05$, which
 # stretches $[0, 1)$ to $[-2.94, 2.94)$, most strongly near the edges ($\alpha$ keeps the logit
-# finite at 0 and 1). The logit is one more bijection of the flow (`nf.Logit`): its log-det is
-# part of $\log q(y)$, so the likelihood stays that of the pixels $y$.
+# finite at 0 and 1). RealNVP writes $\operatorname{logit}\big(\alpha + (1 - \alpha)\,y\big)$,
+# which maps $[0, 1)$ to $[\operatorname{logit}\alpha, \infty)$; with $1 - 2\alpha$ both ends stay
+# finite and symmetric, $\operatorname{logit}(1 - \alpha) = -\operatorname{logit}\alpha$. The logit
+# is one more bijection of the flow (`nf.Logit`): its log-det is part of $\log q(y)$, so the
+# likelihood stays that of the pixels $y$.
 #
 # **Four models, one table.** On the same split (1200 / 300 / 297 digits), by maximum
 # likelihood with Adam ($10^{-3}$, batches of 100, `DIGIT_EPOCHS` epochs, the epoch with the best
@@ -578,7 +600,7 @@ for name, (build, view, lr) in DIGIT_MODELS.items():
                   TrainConfig(epochs=DIGIT_EPOCHS, batch_size=100, lr=lr, seed=0, progress=False),
                   callbacks=[SharedBar(bar, step_cost[name])])
     nll = -evaluate(q, view(d_test), deq)
-    digit_results[name] = dict(nll=nll, bpd=bits_per_dim(nll, 64), seconds=history.seconds[-1],
+    digit_results[name] = dict(nll=nll, bpd=to_bits(nll), seconds=history.seconds[-1],
                                params=sum(p.numel() for p in q.parameters()),
                                epoch=history.best_epoch)
     digit_models[name] = (q, view)
@@ -589,8 +611,8 @@ for name, r in digit_results.items():
     print(f"{name:26s} {r['params']:8d} {r['nll']:9.2f} {r['bpd']:9.3f} {r['epoch']:11d} "
           f"{r['seconds']:8.0f}")
 bpd = {name: r["bpd"] for name, r in digit_results.items()}
-assert bpd["multi-scale + Glow steps"] < bpd["RealNVP, single scale"]
-assert bpd["multi-scale + Glow steps"] < bpd["factorised Gaussian"]
+assert bpd["multi-scale + Glow steps"] < bpd["RealNVP, single scale"] + SLACK
+assert bpd["multi-scale + Glow steps"] < bpd["factorised Gaussian"] + SLACK
 assert bpd["multi-scale + Glow steps"] < bpd["MAF"] + SLACK        # the best of the four
 for name in ["RealNVP, single scale", "MAF"]:                      # flows ≪ independent pixels
     assert bpd[name] < bpd["factorised Gaussian"] - 0.3 + SLACK, name
@@ -654,19 +676,22 @@ bpd_ok = check.dequantized_bits_per_dim(dequantized_bits_per_dim)
 # %% [markdown]
 # **Your function on the trained MAF.** Its flow ends with the sigmoid, `Inverse(Logit)`, the
 # logit's inverse (the flow maps noise to pixels); so scoring a dequantized digit $y$ runs the
-# logit first, $s = s(y)$ with its log-det, then the MAF layers, $u = f^{-1}(s)$ with theirs.
+# logit first, $s = s(y)$ with its log-det, then the MAF layers, $z = f^{-1}(s)$ with theirs.
 # Taking the two apart gives `log_q_s` and `log_det_logit`; the cell compares your bits per
-# dimension with nfcourse's score of the whole flow, `q.log_prob(y)`, on the same noise.
+# dimension with nfcourse's score of the whole flow, `q.log_prob(y)`, on the same noise,
+# through `nfcourse.objectives.density`'s `discrete_nll` (step 2) and `bits_per_dim` (step 3).
 
 # %%
+from nfcourse.objectives.density import bits_per_dim, discrete_nll
+
 q, view = digit_models["MAF"]
 *maf_layers, sigmoid = q.flow.layers   # the sampling direction: noise -> logits -> pixels
 logit = sigmoid.layer                  # Inverse(Logit).layer: the logit, pixels -> logits
 y_deq = dequantize(d_test, DIGITS_LEVELS, torch.Generator().manual_seed(5))
 with torch.no_grad():
     s, log_det_logit = logit(y_deq)
-    u, log_det_maf = nf.Flow(maf_layers).inverse(s)
-    log_q_s = q.base().log_prob(u) + log_det_maf
+    z, log_det_maf = nf.Flow(maf_layers).inverse(s)
+    log_q_s = q.base().log_prob(z) + log_det_maf
     reference = bits_per_dim(discrete_nll(q.log_prob(y_deq), 64, DIGITS_LEVELS), 64)
     per_image = (dequantized_bits_per_dim(log_q_s, log_det_logit, 64, DIGITS_LEVELS) if bpd_ok
                  else reference)
@@ -718,7 +743,7 @@ assert z[0].numel() == 64 and err32 < 1e-4 and err64 < 1e-12
 # their normaliser and with no samples from them. What objective can fit a flow here? (A
 # Gaussian is a flow of length 0: how would you fit one?)*
 #
-# <!-- BEGIN SOLUTION start from KL(q ‖ p), which needs samples from q only, and see what happens to the unknown normaliser -->
+# <!-- BEGIN SOLUTION which expectations can you estimate if you can sample q but not p? Then see what happens to the unknown normaliser -->
 # We can sample from the flow $q$ and score its samples (the VI path: $z = f(z_0)$,
 # $\log q(z) = \log q_0(z_0) - \log|\det \partial f/\partial z_0|$, no inverse), but not from $p$. So fit by
 # the **reverse** KL, an expectation under $q$:
@@ -730,10 +755,10 @@ assert z[0].numel() == 64 and err32 < 1e-4 and err64 < 1e-12
 #
 # $\log Z$ does not depend on $q$, so minimising the **free energy** $\mathcal F(q)$ minimises the KL,
 # and $\mathcal F(q) \ge -\log Z$ with equality iff $q = p$. It is estimated without bias by
-# $\frac1n\sum_s \log q(z_s) + U(z_s)$, $z_s \sim q$, and differentiated by reparameterisation. For a
-# Gaussian, $q = \mathcal N(\mu, \operatorname{diag}\sigma^2)$ with $z = \mu + \sigma\varepsilon$, this is the
-# variational inference of Sections 2–4 with $-U$ as the log-joint; a flow of length $K$ just
-# makes $q$ richer. With the energy $\beta U$ in place of $U$ (next paragraph), the same
+# $\frac1n\sum_s \big(\log q(z_s) + U(z_s)\big)$, $z_s \sim q$, and differentiated by
+# reparameterisation. For a Gaussian, $q = \mathcal N(\mu, \operatorname{diag}\sigma^2)$ with
+# $z = \mu + \sigma\varepsilon$, this is the variational inference of Sections 2–4 with $-U$ as the
+# log-joint; a flow of length $K$ just makes $q$ richer. With the energy $\beta U$ in place of $U$ (next paragraph), the same
 # argument gives the annealed free energy $\mathcal F_\beta(q) = \mathbb E_q[\log q(z) + \beta U(z)]$.
 # (Maximum likelihood, the forward KL, would need samples from $p$; it is the objective of 5.5.)
 # <!-- END SOLUTION -->
@@ -755,7 +780,7 @@ assert z[0].numel() == 64 and err32 < 1e-4 and err64 < 1e-12
 # %%
 def free_energy(log_q, energy, beta):
     """The Monte Carlo estimate of the annealed free energy F_beta(q): a scalar."""
-    ### BEGIN SOLUTION start from KL(q || p) and drop what does not depend on q; one number
+    ### BEGIN SOLUTION your answer above, with β U in place of U, averaged over the draws: one number
     return (log_q + beta * energy).mean()
     ### END SOLUTION
 
@@ -783,6 +808,9 @@ free_energy_ok = check.free_energy(free_energy)
 # (`targets.kl_to_target`). The grid error is measured by redoing one fit's KL on 400×400 cells.
 
 # %%
+from nfcourse.objectives.free_energy import FreeEnergy   # imported here, after 5.6's question
+
+
 class StudentFreeEnergy(FreeEnergy):
     """nfcourse's FreeEnergy objective, with the estimate written by the student's function."""
 
@@ -830,7 +858,6 @@ print(f"grid error (U1, planar K = 8): {abs(fine - kl_table['U1', 'planar', 8].k
       "between 200×200 and 400×400 cells")
 assert all(torch.isfinite(torch.tensor(r.kl)) for r in kl_table.values())
 for U in ENERGIES:
-    assert kl_table[U, "planar", 8].kl < kl_table[U, "Gaussian", 0].kl, U
     for kind, K in FLOW_CONFIGS[1:]:       # at the default settings, every flow beats the Gaussian
         assert kl_table[U, kind, K].kl < kl_table[U, "Gaussian", 0].kl + SLACK, (U, kind, K)
     planar = [kl_table[U, kind, K].kl for kind, K in FLOW_CONFIGS if kind == "planar"]
@@ -867,8 +894,9 @@ plt.show()
 #
 # The VAE of Section 4 pulls its aggregate posterior $q(z) = \frac1N\sum_n q(z \mid x_n)$ towards the
 # prior $p(z) = \mathcal N(0, I)$; where they disagree, the KL term pays. A learned prior can move
-# towards the aggregate posterior instead. A **flow prior** is $z = g(u)$, $u \sim \mathcal N(0, I)$:
-# the VAE needs $\log p(z)$ *at the encoder's samples*, so it scores through the inverse,
+# towards the aggregate posterior instead. A **flow prior** is $z = g(u)$, $u \sim \mathcal N(0, I)$
+# (here $z$ is the VAE's latent, the flow's data, and $u$ the flow's base variable, as in the
+# notation table): the VAE needs $\log p(z)$ *at the encoder's samples*, so it scores through the inverse,
 #
 # $$
 # \log p(z) = \log\mathcal N\big(g^{-1}(z); 0, I\big) + \log\left|\det \frac{\partial g^{-1}}{\partial z}\right| ,
@@ -947,7 +975,7 @@ print(f"{'prior':26s} {'test −ELBO':>11s} {'test NLL':>16s} {'train s':>8s}")
 for name, r in prior_results.items():
     print(f"{name:26s} {r['neg_elbo']:11.2f} {r['nll']:9.2f} ± {r['se']:.2f} {r['seconds']:8.0f}")
 nll = {name: r["nll"] for name, r in prior_results.items()}
-assert nll["RealNVP flow"] < nll["standard normal"]
+assert nll["RealNVP flow"] < nll["standard normal"] + SLACK
 # the ranking of the text, at the default settings: flow < mixture < standard normal
 assert nll["RealNVP flow"] < nll["mixture of 20 Gaussians"] + SLACK
 assert nll["mixture of 20 Gaussians"] < nll["standard normal"] + SLACK
