@@ -507,26 +507,69 @@ TABLE: dict[Callable, dict[str, tuple[Callable, str | None]]] = {
     check4.elbo: ELBO, check4.iwae_bound: IWAE,
 }
 
-ENTRIES = [(check, label, fn, hint) for check, answers in TABLE.items()
-           for label, (fn, hint) in answers.items()]
-IDS = [f"{check.exercise.number}-{label}" for check, label, _, _ in ENTRIES]
+def entries_of(table: dict) -> list:
+    """(check, label, wrong answer, hint) for every wrong answer of a table."""
+    return [(check, label, fn, hint) for check, answers in table.items()
+            for label, (fn, hint) in answers.items()]
+
+
+def ids_of(entries: list) -> list[str]:
+    return [f"{check.exercise.number}-{label}" for check, label, _, _ in entries]
 
 
 def section(check: Callable) -> str:
     return check.exercise.number.split(".")[0]
 
 
-@functools.cache
-def message(index: int) -> str | None:
-    """What the check says to the wrong answer ``ENTRIES[index]`` (None if it passes)."""
-    check, _, fn, _ = ENTRIES[index]
+def says(check: Callable, fn: Callable, seed: int) -> str | None:
+    """What ``check`` says to the answer ``fn`` (None if it passes), with torch's global
+    generator seeded, as a fresh kernel would have it, and restored after."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(index)
+        torch.manual_seed(seed)
         try:
             check(fn)
         except SelfCheckError as err:
             return str(err)
     return None
+
+
+def messages(entries: list) -> Callable[[int], str | None]:
+    """``message(index)``: what the check says to the wrong answer ``entries[index]``
+    (None if it passes), computed once."""
+    @functools.cache
+    def message(index: int) -> str | None:
+        check, _, fn, _ = entries[index]
+        return says(check, fn, index)
+    return message
+
+
+def assert_caught_and_named(entries: list, message: Callable, index: int) -> None:
+    """The wrong answer ``entries[index]`` is caught, and named by its hint (or, marked
+    NOT_NAMED, gets no hint)."""
+    check, _, _, hint = entries[index]
+    text = message(index)
+    assert text is not None, "the check passed a wrong answer"
+    assert text.startswith(f"✘ Exercise {check.exercise.number}"), text
+    if hint is NOT_NAMED:
+        assert hint_of(text) is None, f"named after all, give its hint in the table:\n{text}"
+    else:
+        assert names(text, hint), f"{hint!r} not in:\n{text}"
+
+
+def assert_every_mistake_reached(module, given: set) -> None:
+    """Every (value, hint) pair that ``module``'s checks list is the hint of one of the
+    wrong answers ``given`` ((exercise number, hint) pairs), in an exercise that uses it."""
+    listed = listed_mistakes(module)
+    assert listed and all(exercises for _, _, exercises in listed)
+    unreached = [f"line {line}: {pattern}" for line, pattern, exercises in listed
+                 if not any(number in exercises and re.fullmatch(pattern, hint, re.S)
+                            for number, hint in given)]
+    assert not unreached, "\n".join(unreached)
+
+
+ENTRIES = entries_of(TABLE)
+IDS = ids_of(ENTRIES)
+message = messages(ENTRIES)
 
 
 def names(text: str, hint: str) -> bool:
@@ -580,14 +623,7 @@ def _distributions_check_their_arguments():
 
 @pytest.mark.parametrize("index", range(len(ENTRIES)), ids=IDS)
 def test_wrong_answer_is_caught_and_named(index):
-    check, _, _, hint = ENTRIES[index]
-    text = message(index)
-    assert text is not None, "the check passed a wrong answer"
-    assert text.startswith(f"✘ Exercise {check.exercise.number}"), text
-    if hint is NOT_NAMED:
-        assert hint_of(text) is None, f"named after all, give its hint in the table:\n{text}"
-    else:
-        assert names(text, hint), f"{hint!r} not in:\n{text}"
+    assert_caught_and_named(ENTRIES, message, index)
 
 
 @pytest.mark.parametrize("sec", ["1", "2", "3", "4"])
@@ -663,12 +699,7 @@ def _hints_given() -> set[tuple[str, str]]:
 def test_every_listed_mistake_is_reached_by_a_wrong_answer(module):
     """Each (value, hint) pair of a check is the hint of some wrong answer, in an exercise
     whose check uses that pair (pairs of equal text in one exercise count once)."""
-    given, listed = _hints_given(), listed_mistakes(module)
-    assert listed and all(exercises for _, _, exercises in listed)
-    unreached = [f"line {line}: {pattern}" for line, pattern, exercises in listed
-                 if not any(number in exercises and re.fullmatch(pattern, hint, re.S)
-                            for number, hint in given)]
-    assert not unreached, "\n".join(unreached)
+    assert_every_mistake_reached(module, _hints_given())
 
 
 def test_every_mistake_of_the_kl_catalogue_is_reached_in_both_exercises():

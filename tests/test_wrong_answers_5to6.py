@@ -12,9 +12,7 @@ and their probes' tables) is reached by one of these answers.
 
 from __future__ import annotations
 
-import functools
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -24,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal
 
-from nfcourse.checks import SelfCheckError
 from nfcourse.checks import flows as check5
 from nfcourse.checks import nfvi as check6
 
 sys.path.insert(0, str(Path(__file__).parent))  # when run as a script
-from test_wrong_answers_1to4 import (NAMED_SHARE, NOT_NAMED, hint_of,  # noqa: E402
-                                     listed_mistakes, names)
+from test_wrong_answers_1to4 import (NAMED_SHARE, NOT_NAMED,  # noqa: E402
+                                     assert_caught_and_named, assert_every_mistake_reached,
+                                     entries_of, hint_of, ids_of, messages, names, section)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -351,26 +349,9 @@ TABLE: dict[Callable, dict[str, tuple[Callable, str | None]]] = {
     check6.flow_free_energy: FLOW_FREE_ENERGY,
 }
 
-ENTRIES = [(check, label, fn, hint) for check, answers in TABLE.items()
-           for label, (fn, hint) in answers.items()]
-IDS = [f"{check.exercise.number}-{label}" for check, label, _, _ in ENTRIES]
-
-
-def section(check: Callable) -> str:
-    return check.exercise.number.split(".")[0]
-
-
-@functools.cache
-def message(index: int) -> str | None:
-    """What the check says to the wrong answer ``ENTRIES[index]`` (None if it passes)."""
-    check, _, fn, _ = ENTRIES[index]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(index)
-        try:
-            check(fn)
-        except SelfCheckError as err:
-            return str(err)
-    return None
+ENTRIES = entries_of(TABLE)
+IDS = ids_of(ENTRIES)
+message = messages(ENTRIES)
 
 
 def _named(i: int) -> bool:
@@ -400,14 +381,7 @@ def report() -> str:
 
 @pytest.mark.parametrize("index", range(len(ENTRIES)), ids=IDS)
 def test_wrong_answer_is_caught_and_named(index):
-    check, _, _, hint = ENTRIES[index]
-    text = message(index)
-    assert text is not None, "the check passed a wrong answer"
-    assert text.startswith(f"✘ Exercise {check.exercise.number}"), text
-    if hint is NOT_NAMED:
-        assert hint_of(text) is None, f"named after all, give its hint in the table:\n{text}"
-    else:
-        assert names(text, hint), f"{hint!r} not in:\n{text}"
+    assert_caught_and_named(ENTRIES, message, index)
 
 
 @pytest.mark.parametrize("sec", ["5", "6"])
@@ -446,12 +420,7 @@ def _hints_given() -> set[tuple[str, str]]:
 def test_every_listed_mistake_is_reached_by_a_wrong_answer(module):
     """Each (value, hint) pair of a check, in its lists of mistakes and in its probes'
     tables, is the hint of some wrong answer in an exercise whose check uses that pair."""
-    given, listed = _hints_given(), listed_mistakes(module)
-    assert listed and all(exercises for _, _, exercises in listed)
-    unreached = [f"line {line}: {pattern}" for line, pattern, exercises in listed
-                 if not any(number in exercises and re.fullmatch(pattern, hint, re.S)
-                            for number, hint in given)]
-    assert not unreached, "\n".join(unreached)
+    assert_every_mistake_reached(module, _hints_given())
 
 
 if __name__ == "__main__":

@@ -162,6 +162,19 @@ def _log_det_mistakes(x, mask, net, inverse, expected) -> list[Mistake]:
     ]
 
 
+def _first_wrong(ex: Exercise, fn: Callable, x: Tensor, inverse: bool, cases: list,
+                 part: int, what: str) -> str:
+    """The hint of the first probe ``((mask, net, want), hint)`` whose ``what`` (part 0 of
+    the answer: the output; 1: the log-det) differs from ``want``; if none does, the error
+    lies in what net is given."""
+    for (probe_mask, probe_net, want), hint in cases:
+        got = _pair(ex, ex.call(fn, x, probe_mask, probe_net, inverse), "your function")[part]
+        if not matches(ex.tensor(got, f"the {what}"), want):
+            return hint
+    return (f"your {what} is right whenever net returns constants, so look at what net is "
+            "given: s, t = net(mask * x), the kept coordinates only")
+
+
 def _coupling_output_probe(ex: Exercise, fn: Callable, x: Tensor, mask: Tensor, net,
                            inverse: bool) -> str | None:
     """Which part of a wrong output is off, from nets that return constants (s = t = 0: the
@@ -182,12 +195,7 @@ def _coupling_output_probe(ex: Exercise, fn: Callable, x: Tensor, mask: Tensor, 
          "with t = 0 the layer only multiplies the coordinates with mask = 0 by e^s (the "
          "inverse by e^(−s)); yours does something else: look at how s enters"),
     ]
-    for (probe_mask, probe_net, want), hint in cases:
-        out, _ = _pair(ex, ex.call(fn, x, probe_mask, probe_net, inverse), "your function")
-        if not matches(ex.tensor(out, "the output"), want):
-            return hint
-    return ("your output is right whenever net returns constants, so look at what net is "
-            "given: s, t = net(mask * x), the kept coordinates only")
+    return _first_wrong(ex, fn, x, inverse, cases, part=0, what="output")
 
 
 def _coupling_log_det_probe(ex: Exercise, fn: Callable, x: Tensor, mask: Tensor, net,
@@ -209,12 +217,7 @@ def _coupling_log_det_probe(ex: Exercise, fn: Callable, x: Tensor, mask: Tensor,
          f"({'−' if inverse else '+'}{c} for each of the {changed} coordinates with mask = 0); "
          "yours is not: it depends on s alone (not on t or x), summed over those coordinates"),
     ]
-    for (probe_mask, probe_net, want), hint in cases:
-        _, log_det = _pair(ex, ex.call(fn, x, probe_mask, probe_net, inverse), "your function")
-        if not matches(ex.tensor(log_det, "the log-det"), want):
-            return hint
-    return ("your log-det is right whenever net returns constants, so look at what net is "
-            "given: s, t = net(mask * x), the kept coordinates only")
+    return _first_wrong(ex, fn, x, inverse, cases, part=1, what="log-det")
 
 
 @self_check
