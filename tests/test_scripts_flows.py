@@ -128,7 +128,8 @@ def test_table2_keeps_a_row_per_flow_start(tmp_path):
 
 def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):
     """The committed CSV has a row per run, each a bound above its NLL; the picture has R&M's
-    two rows, the public reproduction's and one marker series per (posterior, flow start)."""
+    two rows, the public reproduction's and one marker series per (posterior, flow start,
+    recipe)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -140,7 +141,7 @@ def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):
     assert results.read_table2(tmp_path / "absent.csv") == []
     fig, ax = plt.subplots()
     results.plot_table2(ax, rows)
-    groups = {(r["posterior"], results.key(r)[3]) for r in rows}
+    groups = {(r["posterior"], *results.key(r)[3:]) for r in rows}
     assert len(ax.get_lines()) >= 4 and len(ax.containers) == len(groups)
     planar_rm = ax.get_lines()[0]
     assert list(planar_rm.get_ydata()) == [89.9, 87.5, 86.5, 85.7, 85.1]
