@@ -1,6 +1,7 @@
 """Devices, seeds and progress bars: the plumbing every notebook shares.
 
-Also a paired comparison of two runs scored on the same items (:func:`paired_change`), and
+Also a paired comparison of two runs scored on the same items (:func:`paired_change`), the
+cost of rival pieces of code timed side by side (:func:`fastest_times`), and
 the small guards the rest of the package leans on: whether a tensor's values may be
 read now (:func:`values_checkable`), a module in eval mode for the length of a block
 (:func:`eval_mode`), and where the course's repository is (:func:`repo_root`).
@@ -98,6 +99,31 @@ def paired_change(before: Tensor, after: Tensor) -> tuple[float, float]:
                          f"and {list(after.shape)}; score both runs on the same items")
     d = (after - before).detach().double()
     return d.mean().item(), (d.std() / math.sqrt(len(d))).item()
+
+
+def fastest_times(*fns, repeats: int = 15) -> list[float]:
+    """The least time of ``repeats`` calls of each function, in seconds, called in turn.
+
+    Other work on the machine only ever adds time, so the least time is the nearest to what
+    the code itself costs; calling the rivals in turn lets a slow spell hit them all alike,
+    and one call each beforehand keeps one-off set-up out of the clock.
+
+    >>> t_small, t_big = fastest_times(lambda: torch.ones(10).sum(), lambda: torch.ones(10**6).sum())
+    >>> t_small < t_big
+    True
+    """
+    if not fns or repeats < 1:
+        raise ValueError(f"give at least one function and repeats >= 1 (got {len(fns)} "
+                         f"functions, repeats={repeats})")
+    for fn in fns:
+        fn()
+    best = [math.inf] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            started = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - started)
+    return best
 
 
 class Budget:

@@ -60,7 +60,6 @@
 
 # %%
 import math
-import time
 
 import matplotlib.pyplot as plt
 import torch
@@ -77,7 +76,7 @@ from nfcourse.models import VAE, FlowPosterior, GaussianLikelihood, Prior
 from nfcourse.plotting import density_on_grid, image_grid, plot_density, plot_samples
 from nfcourse.results import markdown as table2_markdown, plot_table2, read_table2
 from nfcourse.train import TrainConfig, fit, refit_encoder
-from nfcourse.utils import paired_change
+from nfcourse.utils import fastest_times, paired_change
 from nfcourse.widgets import interact
 
 _ = seed_everything(0)
@@ -402,20 +401,12 @@ interact(one_radial_layer, z1=slider(-2, 2, 0.0), z2=slider(-2, 2, 0.0),
 # (Newton's method, with bisection where a Newton step would leave the bracket), layer by layer.
 
 # %%
-def median_time(fn, repeats=5):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
-
-
 q10 = nf.FlowDistribution(fig1_flows("planar", 10))
 points = 3 * torch.randn(10_000, 2)
 with torch.no_grad():
-    t_own = median_time(lambda: q10.sample_and_log_prob((10_000,)))
-    t_any = median_time(lambda: q10.log_prob(points))
+    # the least of 5 runs each, taken in turn (other work on the machine only adds time)
+    t_own, t_any = fastest_times(lambda: q10.sample_and_log_prob((10_000,)),
+                                 lambda: q10.log_prob(points), repeats=5)
     # in float64: some of these layers contract by 10^-4, and inverting them from float32
     # points loses that many digits
     q64 = q10.double()
@@ -711,10 +702,9 @@ for M in (1, 4, 16, 64):
     zs = torch.randn(200, D, dtype=torch.float64)
     hp = 1 - torch.tanh(zs @ W.T + b) ** 2                         # [200, M]
     WU = W @ U
-    t_m = median_time(lambda: torch.linalg.slogdet(torch.eye(M, dtype=torch.float64)
-                                                   + hp[:, :, None] * WU))
-    t_d = median_time(lambda: torch.linalg.slogdet(torch.eye(D, dtype=torch.float64)
-                                                   + (U * hp[:, None, :]) @ W))
+    t_m, t_d = fastest_times(
+        lambda: torch.linalg.slogdet(torch.eye(M, dtype=torch.float64) + hp[:, :, None] * WU),
+        lambda: torch.linalg.slogdet(torch.eye(D, dtype=torch.float64) + (U * hp[:, None, :]) @ W))
     costs.append((M, t_m, t_d))
 print("|log det by the lemma − by autograd|:", [f"{e:.1e}" for e in lemma_err])
 print("200 points, D = 64:  M  | M×M determinant | D×D determinant")
@@ -725,7 +715,7 @@ assert max(lemma_err) < 1e-9
 assert all(t_m < t_d for M, t_m, t_d in costs if M < D), costs
 syl = nf.OrthogonalSylvester(D, m=16)
 zs32 = torch.randn(200, D)
-t_syl = median_time(lambda: syl(zs32))
+(t_syl,) = fastest_times(lambda: syl(zs32))
 print(f"an orthogonal Sylvester layer (M = 16) with its O(M) log-det: {1e3 * t_syl:.2f} ms "
       "for the 200 points")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from torch import nn
 from torch.func import vmap
 
 from nfcourse import curriculum, results
-from nfcourse.utils import ROOT_ENV, eval_mode, repo_root, values_checkable
+from nfcourse.utils import ROOT_ENV, eval_mode, fastest_times, repo_root, values_checkable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,3 +175,25 @@ def test_importing_results_works_outside_a_clone(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "clear error"
+
+
+def test_fastest_times_calls_the_rivals_in_turn_and_keeps_the_least_time():
+    calls, slow_calls = [], {("a", 0), ("a", 3), ("b", 1)}   # the warm-up and two slow spells
+
+    def timed(name):
+        def fn():
+            if (name, sum(c == name for c in calls)) in slow_calls:
+                time.sleep(0.05)
+            calls.append(name)
+        return fn
+
+    t_a, t_b = fastest_times(timed("a"), timed("b"), repeats=4)
+    assert calls == ["a", "b"] + ["a", "b"] * 4      # one warm-up each, then in turn
+    assert t_a < 0.01 and t_b < 0.01                  # neither slow spell counted
+
+
+def test_fastest_times_names_a_bad_call():
+    with pytest.raises(ValueError, match="at least one function"):
+        fastest_times()
+    with pytest.raises(ValueError, match="repeats=0"):
+        fastest_times(lambda: None, repeats=0)
