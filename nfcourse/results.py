@@ -88,10 +88,12 @@ def row_from(run: Path) -> dict:
 
 
 def recipe(result: dict) -> str:
-    """A run's recipe from its result.json: optimizer, step size, hidden units (results
-    without them are of the first recipe, which recorded them under these keys)."""
-    optimizer = result.get("config", {}).get("optimizer", "adam")
-    return f"{optimizer} {result.get('lr', 3e-4):g}, {result.get('activation', 'tanh')}"
+    """A run's recipe from its result.json: optimizer, step size, hidden units, and ", no
+    annealing" for a run trained at β = 1 throughout (results without these keys are of the
+    first recipe, which recorded them under these keys and annealed)."""
+    optimizer = (result.get("config") or {}).get("optimizer", "adam")
+    name = f"{optimizer} {result.get('lr', 3e-4):g}, {result.get('activation', 'tanh')}"
+    return name + (", no annealing" if result.get("anneal_steps") == 0 else "")
 
 
 def key(r: dict) -> tuple:

@@ -233,6 +233,20 @@ def test_an_nf_vae_can_start_as_the_gaussian_vae():
         VAE(20, D, 16).start_flow_near_identity()
 
 
+def test_nice_starts_at_the_identity_and_so_needs_no_identity_start():
+    """`--flow-init identity` holds for every flow posterior: NICE's couplings start at the
+    identity, so it is left as it is; once it has moved, it is refused, not reset."""
+    torch.manual_seed(0)
+    model = VAE(20, D, 16, posterior=make_posterior("nice", D, 4, hidden=8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.start_flow_near_identity()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    with torch.no_grad():
+        model.posterior.flow.layers[0].net[-1].bias.add_(0.1)       # a trained NICE
+    with pytest.raises(ValueError, match="no flow at the identity"):
+        model.start_flow_near_identity()
+
+
 def test_a_checkpoint_from_before_the_flow_distribution_still_loads():
     """state_dicts written when FlowPosterior held its flow as ``posterior.flow`` (NICE's and
     IAF's own parameters) load into today's ``posterior.distribution.flow``."""

@@ -124,6 +124,12 @@ def test_table2_keeps_a_row_per_flow_start(tmp_path):
                                           config={"optimizer": "rmsprop"}, lr=1e-5))
     assert maxout["recipe"] == "rmsprop 1e-05, maxout" and table2.key(maxout) != table2.key(rows[1])
     assert "| identity | rmsprop 1e-05, maxout |" in table2.markdown(rows + [maxout])
+    # so is a run without annealing; one that annealed is the recipe it always was
+    flat, annealed = (table2.row_from(write_result(tmp_path / name, flow_init="identity",
+                                                   activation="maxout", anneal_steps=steps))
+                      for name, steps in [("flat", 0), ("annealed", 10_000)])
+    assert flat["recipe"] == "adam 0.0003, maxout, no annealing"
+    assert annealed["recipe"] == "adam 0.0003, maxout" and table2.key(flat) != table2.key(annealed)
 
 
 def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):

@@ -174,12 +174,19 @@ class VAE(nn.Module):
         as biases, one near-identity draw (``flow.near_identity_params``) in the rows
         of the flow's parameters. A default-initialised layer instead starts each x on a
         random flow, for planar layers far from the identity (û = −0.31 w/‖w‖² for small
-        u and w). The rows of μ and log σ² keep their initialisation."""
+        u and w). The rows of μ and log σ² keep their initialisation.
+
+        A flow with only its own, global parameters (NICE's couplings, whose conditioners'
+        last layers start at zero) that already starts at the identity needs nothing."""
         rows = self.posterior.layout(self.z_dim).get("flow")
+        if rows is None and self._flow_starts_at_identity():
+            return
         if rows is None:
             raise ValueError("start_flow_near_identity needs an amortized flow posterior "
-                             "(planar, radial, Sylvester); this VAE's posterior is "
-                             f"{type(self.posterior).__name__} with no flow parameters")
+                             "(planar, radial, Sylvester) or a flow that starts at the "
+                             "identity (NICE); this VAE's posterior is "
+                             f"{type(self.posterior).__name__} with no flow parameters and "
+                             "no flow at the identity")
         last = self.encoder[-1] if isinstance(self.encoder, nn.Sequential) else None
         if not isinstance(last, nn.Linear):
             raise ValueError("start_flow_near_identity sets the encoder's last nn.Linear; "
@@ -188,6 +195,19 @@ class VAE(nn.Module):
         # drawn on the CPU (``generator`` is a CPU one), the same on every device
         start = self.posterior.flow.near_identity_params(1, scale, generator, last.bias.dtype)
         last.bias[rows] = start[0].to(last.bias.device)
+
+    def _flow_starts_at_identity(self) -> bool:
+        """Whether the posterior's flow, as it stands, maps a probe to itself."""
+        flow = getattr(self.posterior, "flow", None)
+        if flow is None or flow.param_dim:
+            return False
+        first = next(flow.parameters(), None)
+        z = torch.randn(8, self.z_dim, generator=torch.Generator().manual_seed(0)).to(
+            first if first is not None else torch.empty(0))
+        context = {"context": z.new_zeros(8, flow.context_dim)} if flow.context_dim else {}
+        with torch.no_grad():
+            out, log_det = flow(z, **context)
+        return bool(torch.equal(out, z) and not log_det.abs().max())
 
     @torch.no_grad()
     def sample(self, n: int, mean: bool = True,
