@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from nfcourse.checks.core import Exercise, Mistake, SelfCheckError, matches, self_check
+from nfcourse.checks.core import Exercise, Mistake, matches, self_check
 from nfcourse.checks.mistakes import kl_diag_std_normal_mistakes
 from nfcourse.closed_forms import LOG_2PI
 
@@ -49,16 +49,6 @@ def _rand(gen: torch.Generator, *shape: int) -> Tensor:
 
 def _t(value: Any) -> Tensor:
     return torch.as_tensor(value, dtype=DTYPE)
-
-
-def _call(ex: Exercise, fn: Callable, *args: Any, hint: str | None = None) -> Any:
-    """``ex.call``, with a hint added to the crash report when we can guess the cause."""
-    try:
-        return ex.call(fn, *args)
-    except SelfCheckError as err:
-        if hint is None:
-            raise
-        raise SelfCheckError(f"{err}\n  hint: {hint}") from err.__cause__
 
 
 def _kind(value: Any) -> str:
@@ -267,7 +257,9 @@ def posterior(fn: Callable) -> None:
         if len(evidence) > 1:
             hint = ("with several observed variables, indexing one axis away (joint[..., v]) "
                     "shifts the axes after it; joint.narrow(axis, value, 1) keeps them")
-        got = _call(ex, fn, joint, query, dict(evidence), hint=hint)
+        # any crash here: most likely the shifted axes
+        got = ex.call_hinting(fn, joint, query, dict(evidence),
+                              crashes=[("", hint)] if hint else [])
         ex.verdict(got, expected, what, mistakes, hint=hint,
                  shape_hint=f"one probability per value of the query variable: shape "
                             f"[joint.shape[query]] = [{joint.shape[query]}]")
