@@ -88,12 +88,16 @@ def row_from(run: Path) -> dict:
 
 
 def recipe(result: dict) -> str:
-    """A run's recipe from its result.json: optimizer, step size, hidden units, and ", no
-    annealing" for a run trained at β = 1 throughout (results without these keys are of the
-    first recipe, which recorded them under these keys and annealed)."""
-    optimizer = (result.get("config") or {}).get("optimizer", "adam")
-    name = f"{optimizer} {result.get('lr', 3e-4):g}, {result.get('activation', 'tanh')}"
-    return name + (", no annealing" if result.get("anneal_steps") == 0 else "")
+    """A run's recipe from its result.json: optimizer, step size, hidden units, ", no
+    annealing" for a run trained at β = 1 throughout and ", clip c" for one that clipped
+    (results without these keys are of the first recipe, which recorded them under these
+    keys, annealed and did not clip)."""
+    config = result.get("config") or {}
+    name = f"{config.get('optimizer', 'adam')} {result.get('lr', 3e-4):g}, " \
+           f"{result.get('activation', 'tanh')}"
+    clip = config.get("clip_grad")
+    return name + (", no annealing" if result.get("anneal_steps") == 0 else "") + \
+        (f", clip {clip:g}" if clip is not None else "")
 
 
 def key(r: dict) -> tuple:

@@ -20,7 +20,9 @@ Each step t takes a minibatch :math:`\mathcal B` (or, without data, none) and an
     \text{loss}_t = \frac{1}{|\mathcal B|} \sum_{i \in \mathcal B} \ell_t(i),
 
 the mean of the objective's loss per item at step t; an objective that anneals (R&M's
-:math:`\beta_t = \min(1, 0.01 + t/10000)`) computes its own :math:`\beta_t` from t. After
+:math:`\beta_t = \min(1, 0.01 + t/10000)`) computes its own :math:`\beta_t` from t. With
+``clip_grad=c`` the gradient g is first scaled to :math:`g \min(1, c / \lVert g\rVert_2)`,
+its norm over all parameters (a bound on how far one bad batch can throw the step). After
 every epoch the mean bound on the validation set, :math:`\frac1N\sum_n \mathcal L(x_n)`
 (:math:`\beta = 1`, fixed noise), is recorded; training stops after ``patience`` epochs
 without a new best, and the best parameters are restored.
@@ -128,6 +130,8 @@ class TrainConfig:
     optimizer: str = _setting("adam", "adam, or rmsprop (as R&M's reproductions configure "
                                       "it: lr 1e-5, momentum 0.9)")
     momentum: float = _setting(0.0, "RMSprop's momentum")
+    clip_grad: float | None = _setting(None, "scale the gradient down to this total norm "
+                                             "when it is larger (before each step)")
     patience: int | None = _setting(None, "early stopping: epochs without a better "
                                           "validation bound")
     ema: float | None = _setting(None, "validate, keep and return a moving average of the "
@@ -164,6 +168,9 @@ class TrainConfig:
         if self.momentum and self.optimizer != "rmsprop":
             raise ValueError(f"momentum={self.momentum!r} is RMSprop's; Adam has its own "
                              "(betas): pass optimizer='rmsprop' or momentum=0")
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            raise ValueError(f"clip_grad={self.clip_grad!r}: the largest gradient norm is a "
+                             "positive number (e.g. 100), or None for no clipping")
         if self.checkpoint_dir is not None:
             object.__setattr__(self, "checkpoint_dir", str(self.checkpoint_dir))
 
@@ -482,6 +489,8 @@ def take_step(run: Run, batch: Tensor | None, loss_fn) -> tuple[float, int]:
             "lower learning rate, check the data, or resume from the checkpoint.")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if run.config.clip_grad is not None:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.config.clip_grad)
     run.optimizer.step()
     run.step += 1
     return value, n

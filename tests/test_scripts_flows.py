@@ -130,6 +130,9 @@ def test_table2_keeps_a_row_per_flow_start(tmp_path):
                       for name, steps in [("flat", 0), ("annealed", 10_000)])
     assert flat["recipe"] == "adam 0.0003, maxout, no annealing"
     assert annealed["recipe"] == "adam 0.0003, maxout" and table2.key(flat) != table2.key(annealed)
+    clipped = table2.row_from(write_result(tmp_path / "clipped", activation="maxout",
+                                           config={"optimizer": "adam", "clip_grad": 100.0}))
+    assert clipped["recipe"] == "adam 0.0003, maxout, clip 100"
 
 
 def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):

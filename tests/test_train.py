@@ -616,3 +616,21 @@ def test_one_shared_bar_counts_every_fit_of_a_loop_by_its_cost():
         assert history.step[-1] == steps
     assert bar.n == pytest.approx(bar.total)
     bar.close()
+
+
+def grad_norm(m) -> float:
+    return torch.linalg.vector_norm(
+        torch.stack([p.grad.norm() for p in m.parameters() if p.grad is not None])).item()
+
+
+def test_clipping_bounds_the_gradient_and_is_a_no_op_below_the_bound():
+    plain, _ = run(epochs=2)
+    assert grad_norm(plain) > 1.0                  # the last step's gradient, left in .grad
+    clipped, h = run(epochs=2, clip_grad=1.0)
+    assert grad_norm(clipped) == pytest.approx(1.0, rel=1e-5)
+    assert not same_parameters(plain, clipped) and h.valid_bound[-1] > h.valid_bound[0]
+    loose, _ = run(epochs=2, clip_grad=1e9)
+    assert same_parameters(plain, loose)
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match=f"clip_grad={bad!r}: the largest gradient norm"):
+            TrainConfig(clip_grad=bad)
