@@ -196,17 +196,16 @@ class VAE(nn.Module):
         start = self.posterior.flow.near_identity_params(1, scale, generator, last.bias.dtype)
         last.bias[rows] = start[0].to(last.bias.device)
 
+    @torch.no_grad()
     def _flow_starts_at_identity(self) -> bool:
         """Whether the posterior's flow, as it stands, maps a probe to itself."""
         flow = getattr(self.posterior, "flow", None)
         if flow is None or flow.param_dim:
             return False
-        first = next(flow.parameters(), None)
-        z = torch.randn(8, self.z_dim, generator=torch.Generator().manual_seed(0)).to(
-            first if first is not None else torch.empty(0))
+        like = next(self.parameters())     # the VAE's device and dtype
+        z = torch.randn(8, self.z_dim, generator=torch.Generator().manual_seed(0)).to(like)
         context = {"context": z.new_zeros(8, flow.context_dim)} if flow.context_dim else {}
-        with torch.no_grad():
-            out, log_det = flow(z, **context)
+        out, log_det = flow(z, **context)
         return bool(torch.equal(out, z) and not log_det.abs().max())
 
     @torch.no_grad()
