@@ -88,16 +88,19 @@ def row_from(run: Path) -> dict:
 
 
 def recipe(result: dict) -> str:
-    """A run's recipe from its result.json: optimizer, step size, hidden units, ", no
-    annealing" for a run trained at β = 1 throughout and ", clip c" for one that clipped
+    """A run's recipe from its result.json: optimizer, step size (and RMSprop's momentum),
+    hidden units, ", no annealing" for a run trained at β = 1 throughout, ", clip c" for one
+    that clipped and ", early stopping (patience p)" for one that stopped on validation
     (results without these keys are of the first recipe, which recorded them under these
-    keys, annealed and did not clip)."""
+    keys, annealed, did not clip and ran a fixed number of epochs)."""
     config = result.get("config") or {}
-    name = f"{config.get('optimizer', 'adam')} {result.get('lr', 3e-4):g}, " \
-           f"{result.get('activation', 'tanh')}"
-    clip = config.get("clip_grad")
+    momentum = config.get("momentum")
+    name = f"{config.get('optimizer', 'adam')} {result.get('lr', 3e-4):g}" \
+        + (f" momentum {momentum:g}" if momentum else "") + f", {result.get('activation', 'tanh')}"
+    clip, patience = config.get("clip_grad"), result.get("patience")
     return name + (", no annealing" if result.get("anneal_steps") == 0 else "") + \
-        (f", clip {clip:g}" if clip is not None else "")
+        (f", clip {clip:g}" if clip is not None else "") + \
+        (f", early stopping (patience {patience})" if patience is not None else "")
 
 
 def key(r: dict) -> tuple:
@@ -159,6 +162,10 @@ def _plot_published(ax) -> None:
             label="NF, R&M's bound F (−ELBO)")
 
 
+#: markers of the recipes after the first, in the order of their names
+RECIPE_MARKERS = ("s", "D", "^", "v", "P", "*", "h", "<", ">")
+
+
 def plot_table2(ax, rows: list[dict]) -> None:
     """Test NLL against K: the published rows (:func:`_plot_published`) and ours (filled
     markers with their standard errors; our test −ELBO as open markers), one series per
@@ -168,10 +175,14 @@ def plot_table2(ax, rows: list[dict]) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in sorted(rows, key=key):
         groups.setdefault((r["posterior"], *key(r)[3:]), []).append(r)
+    # the first recipe marks the flow's start; each later recipe has a marker of its own
+    later = sorted({recipe for *_, recipe in groups} - {FIRST_RECIPE})
+    recipe_marker = {recipe: RECIPE_MARKERS[i % len(RECIPE_MARKERS)]
+                     for i, recipe in enumerate(later)}
     for (posterior, start, recipe), group in groups.items():
         label = f"ours, {posterior}" + ("" if start == "—" else f", flow start {start}")
         label += "" if recipe == FIRST_RECIPE else f", {recipe}"
-        fmt = marker.get(start, "o") if recipe == FIRST_RECIPE else "s"
+        fmt = marker.get(start, "o") if recipe == FIRST_RECIPE else recipe_marker[recipe]
         k = [int(r["K"]) for r in group]
         ax.errorbar(k, [float(r["test_nll"]) for r in group],
                     yerr=[float(r["nll_stderr"]) for r in group], fmt=fmt,

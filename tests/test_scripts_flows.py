@@ -133,6 +133,13 @@ def test_table2_keeps_a_row_per_flow_start(tmp_path):
     clipped = table2.row_from(write_result(tmp_path / "clipped", activation="maxout",
                                            config={"optimizer": "adam", "clip_grad": 100.0}))
     assert clipped["recipe"] == "adam 0.0003, maxout, clip 100"
+    # R&M's optimizer as the reproductions set it, and early stopping, each a recipe of its own
+    rmsprop = table2.row_from(write_result(tmp_path / "rmsprop", lr=1e-5,
+                                           config={"optimizer": "rmsprop", "momentum": 0.9}))
+    assert rmsprop["recipe"] == "rmsprop 1e-05 momentum 0.9, tanh"
+    stopped = table2.row_from(write_result(tmp_path / "stopped", patience=50))
+    assert stopped["recipe"] == "adam 0.0003, tanh, early stopping (patience 50)"
+    assert len({table2.key(r) for r in (rmsprop, stopped, rows[0])}) == 3
 
 
 def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):
@@ -154,6 +161,15 @@ def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):
     assert len(ax.get_lines()) >= 4 and len(ax.containers) == len(groups)
     planar_rm = ax.get_lines()[0]
     assert list(planar_rm.get_ydata()) == [89.9, 87.5, 86.5, 85.7, 85.1]
+    plt.close(fig)
+    # two later recipes of one posterior and start are told apart by their markers
+    later = [{**r, "recipe": name} for r, name in
+             zip(rows[-2:], ["adam 0.0003, maxout", "adam 0.0003, maxout, no annealing"])]
+    later = [{**r, "posterior": "planar", "flow_init": "identity"} for r in later]
+    fig, ax = plt.subplots()
+    results.plot_table2(ax, later)
+    markers = [c.lines[0].get_marker() for c in ax.containers]
+    assert len(markers) == 2 and len(set(markers)) == 2, markers
     plt.close(fig)
 
 
