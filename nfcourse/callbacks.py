@@ -278,13 +278,17 @@ class EpochLog(Callback):
 class Checkpoint(Callback):
     """``state_dict`` checkpoints in ``directory``, read back with ``weights_only=True``:
     ``last.pt`` after every epoch (the run's whole state: model, optimizer, epoch, step,
-    history, θ̄, the generators), ``best.pt`` when validation improves. With ``resume``,
-    ``on_start`` continues from ``last.pt`` when it exists; the result is that of a run
-    never interrupted (on the CPU). :func:`nfcourse.train.fit` puts it first, so that the
-    others start from the restored run."""
+    history, θ̄, the generators), ``best.pt`` when validation improves, and with
+    ``snapshot_every=n`` a kept copy of ``last.pt`` after every n-th whole epoch
+    (``snaps/epoch_NNNN.pt``; an epoch cut short by a step or time limit gets none). With
+    ``resume``, ``on_start`` continues from ``last.pt`` when it exists; the result is that of
+    a run never interrupted (on the CPU). :func:`nfcourse.train.fit` puts it first, so that
+    the others start from the restored run."""
 
-    def __init__(self, directory: str | os.PathLike, resume: bool = False):
+    def __init__(self, directory: str | os.PathLike, resume: bool = False,
+                 snapshot_every: int | None = None):
         self.directory, self.resume = Path(directory), resume
+        self.snapshot_every = snapshot_every
         self.directory.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -303,4 +307,9 @@ class Checkpoint(Callback):
             save_checkpoint(self.directory / "best.pt",
                             {"model": run.best_state, "epoch": run.epoch + 1,
                              "valid_bound": run.history.valid_bound[-1]})
-        save_checkpoint(self.last, run.state())
+        state = run.state()
+        save_checkpoint(self.last, state)
+        epoch = run.epoch + 1
+        if self.snapshot_every and not run.cut and epoch % self.snapshot_every == 0:
+            (self.directory / "snaps").mkdir(exist_ok=True)
+            save_checkpoint(self.directory / "snaps" / f"epoch_{epoch:04d}.pt", state)

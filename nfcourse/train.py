@@ -58,6 +58,9 @@ Checkpoints (``checkpoint_dir``) are ``state_dict``\ s only, read back with
   interrupted (on the CPU).
 - ``best.pt``: the model at the best validation bound so far (the averaged one with
   ``ema``), and its epoch.
+- ``snaps/epoch_NNNN.pt`` (with ``snapshot_every=n``): a copy of ``last.pt`` after every n-th
+  whole epoch, kept, so that two runs' held-out NLLs can be compared at the same epochs
+  (``scripts/train_vae.py --eval-only --eval-checkpoint``).
 
 After training, :func:`refit_encoder` can fit the inference network :math:`\phi` alone (a
 new or the old encoder) with the generative model :math:`\theta` held fixed. Since
@@ -145,6 +148,9 @@ class TrainConfig:
     epoch_steps: int = _setting(1000, "steps per 'epoch' of an objective without data")
     seed: int = _setting(0, "seeds the minibatch order and the objective's noise")
     checkpoint_dir: str | None = _setting(None, "where last.pt and best.pt are written")
+    snapshot_every: int | None = _setting(None, "keep a copy of last.pt every this many "
+                                                "epochs, as snaps/epoch_NNNN.pt in "
+                                                "checkpoint_dir")
     resume: bool = _setting(False, "continue from <checkpoint_dir>/last.pt")
     valid_batch_size: int = _setting(1000, "data points per batch in validation")
     loss_every: int = _setting(50, "record the running training loss every this many steps")
@@ -171,6 +177,12 @@ class TrainConfig:
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ValueError(f"clip_grad={self.clip_grad!r}: the largest gradient norm is a "
                              "positive number (e.g. 100), or None for no clipping")
+        if self.snapshot_every is not None and not (self.snapshot_every >= 1
+                                                    and self.checkpoint_dir is not None):
+            raise ValueError(f"snapshot_every={self.snapshot_every!r}, checkpoint_dir="
+                             f"{self.checkpoint_dir!r}: snapshots are copies of last.pt every "
+                             "n >= 1 epochs, so they need a checkpoint_dir (e.g. "
+                             "snapshot_every=50, checkpoint_dir='runs/a')")
         if self.checkpoint_dir is not None:
             object.__setattr__(self, "checkpoint_dir", str(self.checkpoint_dir))
 
@@ -375,7 +387,8 @@ def standard_callbacks(config: TrainConfig, valid_data: Tensor | None) -> list[C
     """The callbacks the settings ask for, in the order the loop calls them."""
     callbacks: list[Callback] = []
     if config.checkpoint_dir is not None:     # first: the others start from the restored run
-        callbacks.append(Checkpoint(config.checkpoint_dir, config.resume))
+        callbacks.append(Checkpoint(config.checkpoint_dir, config.resume,
+                                    config.snapshot_every))
     if config.ema is not None:
         callbacks.append(ParameterAverage(config.ema))
     callbacks.append(Validation(valid_data, config.valid_batch_size))

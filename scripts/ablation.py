@@ -15,7 +15,10 @@ that part cancels in the pair. A change moves the NLL if :math:`|\\bar d| > 2\\,
 
     python scripts/ablation.py BASE/result.json OTHER/result.json [MORE/result.json ...]
 
-prints a Markdown table: each run against the first, negative is better.
+prints a Markdown table: each run against the first, negative is better. A result may also
+be the evaluation of a checkpoint kept during training (``--snapshot-every``, then
+``--eval-only --eval-checkpoint RUN/snaps/epoch_0100.pt --output RUN/snaps/epoch_0100.test.json``),
+so two runs compare at the same epoch before either ends.
 """
 
 from __future__ import annotations
@@ -45,6 +48,16 @@ def paired(base: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
     return paired_change(-base, -other)
 
 
+def run_name(path: Path, result: dict) -> str:
+    """The run's directory; for an evaluation of a kept checkpoint (``--eval-checkpoint``,
+    e.g. ``RUN/snaps/epoch_0100.pt``), the run's directory and the checkpoint's epoch."""
+    if "eval_checkpoint" not in result:
+        return path.parent.name
+    checkpoint = Path(result["eval_checkpoint"])
+    run = checkpoint.parent.parent if checkpoint.parent.name == "snaps" else checkpoint.parent
+    return f"{run.name}, epoch {result['epochs']}"
+
+
 def table(results: list[Path], key: str = "nll_test") -> str:
     base_log_px = per_image(results[0], key)
     first = json.loads(results[0].read_text())
@@ -59,7 +72,7 @@ def table(results: list[Path], key: str = "nll_test") -> str:
                              f"{images[1][0]} images: compare runs evaluated on the same images")
         mean, se = paired(base_log_px, per_image(path, key))
         delta = "—" if path == results[0] else f"{mean:+.3f} ± {se:.3f}"
-        lines.append(f"| {path.parent.name} | {r.get('eval_images', 'test')} | "
+        lines.append(f"| {run_name(path, r)} | {r.get('eval_images', 'test')} | "
                      f"{r['neg_elbo_test']:.2f} | {r[key]:.2f} | {delta} |")
     return "\n".join(lines)
 

@@ -551,7 +551,8 @@ def test_runs_compare_image_by_image(tmp_path):
     base = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "300",
             "--test-size", "30", "--nll-samples", "8", "--batch-size", "100", "--z-dim", "2",
             "--hidden", "8", "--threads", "1", "--epochs", "2"]
-    for name, extra in [("a", []), ("b", ["--activation", "maxout", "--lr", "3e-3"])]:
+    for name, extra in [("a", ["--snapshot-every", "1"]),
+                        ("b", ["--activation", "maxout", "--lr", "3e-3"])]:
         run_dir = tmp_path / name
         ok = subprocess.run(base + extra + ["--checkpoint-dir", str(run_dir)],
                             capture_output=True, text=True, env=env, timeout=300)
@@ -559,8 +560,8 @@ def test_runs_compare_image_by_image(tmp_path):
         log_px = torch.load(run_dir / "result.nll_test.pt", weights_only=True)
         result = json.loads((run_dir / "result.json").read_text())
         assert log_px.shape == (30,) and abs(-log_px.mean().item() - result["nll_test"]) < 1e-3
-    snapshot = tmp_path / "a" / "snapshot.pt"
-    snapshot.write_bytes((tmp_path / "a" / "last.pt").read_bytes())
+    snapshot = tmp_path / "a" / "snaps" / "epoch_0001.pt"     # kept after epoch 1 of 2
+    assert sorted(p.name for p in snapshot.parent.iterdir()) == ["epoch_0001.pt", "epoch_0002.pt"]
     ok = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / "a"), "--eval-only",
                                 "--eval-images", "train", "--eval-checkpoint", str(snapshot),
                                 "--output", str(tmp_path / "a" / "train.json")],
@@ -568,7 +569,12 @@ def test_runs_compare_image_by_image(tmp_path):
     assert ok.returncode == 0, ok.stderr
     on_train = json.loads((tmp_path / "a" / "train.json").read_text())
     assert on_train["eval_images"] == "train" and on_train["eval_checkpoint"] == str(snapshot)
-    assert on_train["epochs"] == 2             # the copy's own history
+    assert on_train["epochs"] == 1             # the copy's own history
+    ok = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / "a"), "--eval-only",
+                                "--eval-checkpoint", str(snapshot),
+                                "--output", str(tmp_path / "a" / "snaps" / "epoch_0001.test.json")],
+                        capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr
     wrong = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / "a"), "--eval-only",
                                    "--activation", "tanh", "--output", str(tmp_path / "w.json")],
                            capture_output=True, text=True, env=env, timeout=300)
@@ -581,10 +587,42 @@ def test_runs_compare_image_by_image(tmp_path):
     b_nll = torch.load(tmp_path / "b" / "result.nll_test.pt", weights_only=True)
     d = (a_nll - b_nll).double()
     assert f"| b | test |" in out.stdout and f"{d.mean().item():+.3f}" in out.stdout
+    # a run at epoch 1 against its own end, named by its run and epoch
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "ablation.py"),
+                          str(tmp_path / "a" / "snaps" / "epoch_0001.test.json"),
+                          str(tmp_path / "a" / "result.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "| a, epoch 1 | test |" in out.stdout and "| a | test |" in out.stdout
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "ablation.py"),
                           str(tmp_path / "a" / "result.json"), str(tmp_path / "a" / "train.json")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "compare runs evaluated on the same images" in bad.stderr
+
+
+def test_snapshots_keep_last_pt_every_n_epochs_across_a_resume(tmp_path):
+    """snapshot_every=2: snaps/epoch_0002.pt and epoch_0004.pt, each the last.pt of that
+    epoch (so equal to a run stopped there), also when the run was resumed in between; an
+    epoch cut short gets none; no checkpoint_dir is a clear error."""
+    run(tmp_path / "whole", epochs=5, snapshot_every=2)
+    snaps = tmp_path / "whole" / "snaps"
+    assert sorted(p.name for p in snaps.iterdir()) == ["epoch_0002.pt", "epoch_0004.pt"]
+    run(tmp_path / "two", epochs=2)
+    kept, stopped = (load_checkpoint(p) for p in (snaps / "epoch_0002.pt",
+                                                  tmp_path / "two" / "last.pt"))
+    assert kept["epoch"] == stopped["epoch"] == 1
+    assert all(torch.equal(kept["model"][k], v) for k, v in stopped["model"].items())
+    run(tmp_path / "resumed", epochs=3, snapshot_every=2)
+    run(tmp_path / "resumed", epochs=5, snapshot_every=2, resume=True)
+    again = load_checkpoint(tmp_path / "resumed" / "snaps" / "epoch_0004.pt")
+    assert all(torch.equal(again["model"][k], v)
+               for k, v in load_checkpoint(snaps / "epoch_0004.pt")["model"].items())
+    run(tmp_path / "cut", epochs=4, snapshot_every=1, time_limit=0)
+    assert not (tmp_path / "cut" / "snaps").exists()
+    with pytest.raises(ValueError, match="need a checkpoint_dir"):
+        TrainConfig(snapshot_every=10)
+    with pytest.raises(ValueError, match="n >= 1 epochs"):
+        TrainConfig(snapshot_every=0, checkpoint_dir=str(tmp_path))
 
 
 def test_a_failed_resume_reports_its_own_error(tmp_path):
