@@ -8,23 +8,53 @@ public reproduction's (the numbers and the table are ``nfcourse.results``)::
 
     python scripts/table2.py ~/nfcourse-runs/table2/planar_K80
 
-``hours`` is the training wall time of the run as ``fit`` recorded it.
+``hours`` is the training wall time of the run as ``fit`` recorded it. With ``--keep``, each
+run's ``result.json`` (its command made portable) and its per-image log p(x)
+(``result.nll_test.pt``) are first copied into ``docs/results/ablation/<run name>/``, so that
+``scripts/ablation.py`` can compare the committed runs image by image::
+
+    python scripts/table2.py --keep ~/nfcourse-runs/table2/nice_10_maxout_clip1000
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
+import json
+import shutil
 import sys
 from pathlib import Path
 
-from nfcourse.results import FIELDS, TABLE2_CSV, key, markdown, read_table2, row_from
+from nfcourse.results import FIELDS, TABLE2_CSV, key, markdown, portable, read_table2, row_from
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def keep(run: Path) -> Path:
+    """Copy a finished run's result (portable command) and per-image log p(x) into
+    ``docs/results/ablation/<run name>/``; returns that directory, or a clear error."""
+    missing = [name for name in ("result.json", "result.nll_test.pt") if not (run / name).exists()]
+    if missing:
+        sys.exit(f"table2.py --keep: {run} has no {' or '.join(missing)}: keep a run once "
+                 "scripts/train_vae.py has finished and evaluated it")
+    dest = ROOT / "docs" / "results" / "ablation" / run.name
+    dest.mkdir(parents=True, exist_ok=True)
+    result = json.loads((run / "result.json").read_text())
+    result["command"] = portable(result["command"])
+    (dest / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    shutil.copyfile(run / "result.nll_test.pt", dest / "result.nll_test.pt")
+    return dest
+
+
 def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path, help="run directories (their result.json)")
+    p.add_argument("--keep", action="store_true", help="first copy each run's result and "
+                   "per-image log p(x) into docs/results/ablation/<run name>/")
+    args = p.parse_args(argv)
     rows = read_table2(TABLE2_CSV)
-    for run in map(Path, argv):
+    for run in args.runs:
+        run = keep(run) if args.keep else run
         new = row_from(run)
         rows = [r for r in rows if key(r) != key(new)] + [new]
     TABLE2_CSV.parent.mkdir(parents=True, exist_ok=True)
