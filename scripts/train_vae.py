@@ -146,15 +146,39 @@ def make_prior(args: argparse.Namespace):
 #: the settings that shape the model: a checkpoint holds its weights, not these
 ARCHITECTURE = ("posterior", "flow_length", "z_dim", "hidden", "encoder_hidden", "activation",
                 "prior")
+#: every setting that builds the model, so that a checkpoint can be rebuilt from args.json
+MODEL_SETTINGS = ARCHITECTURE + ("flow_hidden", "iaf_context", "sylvester_m", "reflections",
+                                 "prior_components", "prior_layers", "prior_hidden", "dropout")
+
+
+def model_arguments(settings: dict) -> list[str]:
+    """The command-line options that rebuild a run's model from its ``args.json``."""
+    argv = []
+    for name in MODEL_SETTINGS:
+        value = settings.get(name)
+        if value is not None:
+            argv += ["--" + name.replace("_", "-"),
+                     *map(str, value if isinstance(value, list) else [value])]
+    return argv
+
+
+def trained_settings(checkpoint_dir: str | Path) -> dict | None:
+    """The settings a run was trained with: its ``result.json`` once it has finished, else
+    the ``args.json`` written when training started (None for neither)."""
+    for name in ("result.json", "args.json"):
+        path = Path(checkpoint_dir) / name
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
 
 
 def check_architecture(args: argparse.Namespace) -> None:
     """With --eval-only, the model's settings must be the trained run's: a state_dict of the
     same shapes loads into another activation without a word (tanh weights under relu)."""
-    trained = Path(args.checkpoint_dir) / "result.json"
-    if not trained.exists():
+    trained = Path(args.checkpoint_dir)
+    r = trained_settings(trained)
+    if r is None:
         return
-    r = json.loads(trained.read_text())
     given = {"encoder_hidden": args.encoder_hidden or args.hidden, "flow_length": args.flow_length}
     wrong = [f"--{name.replace('_', '-')} {r[name]} (given: {given.get(name, getattr(args, name))})"
              for name in ARCHITECTURE
@@ -218,6 +242,12 @@ def main(argv: list[str] | None = None) -> dict:
             Path(args.checkpoint_dir) / "last.pt")["history"]
         train_seconds = history["seconds"][-1]
     else:
+        if args.checkpoint_dir:     # the model's settings, for evaluating its checkpoints later
+            Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            (Path(args.checkpoint_dir) / "args.json").write_text(json.dumps(
+                {**{name: getattr(args, name) for name in MODEL_SETTINGS},
+                 "encoder_hidden": args.encoder_hidden or args.hidden,   # as result.json
+                 "command": " ".join(sys.argv)}, indent=1) + "\n")
         history = fit(model, Bound("elbo", args.k, args.anneal), train, valid,
                       config).as_dict()
         train_seconds = history["seconds"][-1]

@@ -600,6 +600,63 @@ def test_runs_compare_image_by_image(tmp_path):
     assert bad.returncode != 0 and "compare runs evaluated on the same images" in bad.stderr
 
 
+@pytest.mark.skipif(not os.environ.get("NFCOURSE_DATA"), reason="needs NFCOURSE_DATA")
+def test_snapshots_script_tracks_two_runs_at_the_same_epochs(tmp_path):
+    """scripts/snapshots.py: each kept copy evaluated once on test and training images, the
+    model rebuilt from args.json while the run has no result.json, and the paired change
+    from a base run at each common epoch."""
+    env = dict(os.environ, NFCOURSE_PROGRESS="0")
+    base = [sys.executable, str(ROOT / "scripts" / "train_vae.py"), "--train-size", "300",
+            "--test-size", "30", "--nll-samples", "8", "--batch-size", "100", "--z-dim", "2",
+            "--hidden", "8", "--threads", "1", "--epochs", "2", "--snapshot-every", "1"]
+    for name, extra in [("a", ["--activation", "tanh"]), ("b", ["--lr", "3e-3"])]:
+        ok = subprocess.run(base + extra + ["--checkpoint-dir", str(tmp_path / name)],
+                            capture_output=True, text=True, env=env, timeout=300)
+        assert ok.returncode == 0, ok.stderr
+    settings = json.loads((tmp_path / "a" / "args.json").read_text())
+    assert settings["activation"] == "tanh" and settings["hidden"] == [8]
+    (tmp_path / "a" / "result.json").unlink()       # as while the run is still training
+    script = [sys.executable, str(ROOT / "scripts" / "snapshots.py")]
+    options = ["--test-size", "20", "--nll-samples", "4"]
+    out = subprocess.run(script + [str(tmp_path / "a"), "--base", str(tmp_path / "b")] + options,
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    snaps = tmp_path / "a" / "snaps"
+    assert sorted(p.name for p in snaps.glob("*.json")) == [
+        "epoch_0001.test.json", "epoch_0001.train.json", "epoch_0002.test.json",
+        "epoch_0002.train.json"]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 1 |")
+            or line.startswith("| 2 |")]
+    assert len(rows) == 2, out.stdout
+    a2, b2 = (torch.load(tmp_path / run / "snaps" / "epoch_0002.test.nll_test.pt",
+                         weights_only=True).double() for run in "ab")
+    d = b2 - a2                                      # NLL change from b to a, image by image
+    assert rows[1].endswith(f"| {d.mean().item():+.3f} ± {(d.std() / 20 ** 0.5).item():.3f} |")
+    test = json.loads((snaps / "epoch_0002.test.json").read_text())
+    train = json.loads((snaps / "epoch_0002.train.json").read_text())
+    assert f"| {test['nll_test'] - train['nll_test']:.2f} |" in rows[1]
+    assert test["eval_checkpoint"].endswith("epoch_0002.pt") and test["epochs"] == 2
+    # an evaluation on disk is kept, not redone
+    stamp = (snaps / "epoch_0001.test.json").stat().st_mtime_ns
+    again = subprocess.run(script + [str(tmp_path / "a")] + options, capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "evaluating" not in again.stderr
+    assert (snaps / "epoch_0001.test.json").stat().st_mtime_ns == stamp
+    # args.json guards against evaluating with another model's settings, as result.json does
+    wrong = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / "a"), "--eval-only",
+                                   "--activation", "relu", "--output", str(tmp_path / "w.json")],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert wrong.returncode != 0 and "trained with --activation tanh (given: relu)" in wrong.stderr
+    # a run with neither file, or no copies: clear errors
+    (tmp_path / "a" / "args.json").unlink()
+    bare = subprocess.run(script + [str(tmp_path / "a")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert bare.returncode != 0 and "give its model settings after --" in bare.stderr
+    none = subprocess.run(script + [str(tmp_path)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert none.returncode != 0 and "train the run with --snapshot-every N" in none.stderr
+
+
 def test_snapshots_keep_last_pt_every_n_epochs_across_a_resume(tmp_path):
     """snapshot_every=2: snaps/epoch_0002.pt and epoch_0004.pt, each the last.pt of that
     epoch (so equal to a run stopped there), also when the run was resumed in between; an
