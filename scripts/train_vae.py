@@ -163,9 +163,10 @@ def model_arguments(settings: dict) -> list[str]:
 
 
 def trained_settings(checkpoint_dir: str | Path) -> dict | None:
-    """The settings a run was trained with: its ``result.json`` once it has finished, else
-    the ``args.json`` written when training started (None for neither)."""
-    for name in ("result.json", "args.json"):
+    """The settings a run was trained with: the ``args.json`` written when training started
+    (every model setting), else, for a run older than args.json, its ``result.json``
+    (None for neither)."""
+    for name in ("args.json", "result.json"):
         path = Path(checkpoint_dir) / name
         if path.exists():
             return json.loads(path.read_text())

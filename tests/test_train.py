@@ -657,6 +657,26 @@ def test_snapshots_script_tracks_two_runs_at_the_same_epochs(tmp_path):
     assert none.returncode != 0 and "train the run with --snapshot-every N" in none.stderr
 
 
+def test_trained_settings_prefer_args_json_which_records_every_model_setting(tmp_path):
+    """A finished run has both files, and result.json lacks settings that build the model
+    (here the Sylvester flow's M): the model is rebuilt from args.json; a run older than
+    args.json falls back to result.json."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_vae", ROOT / "scripts" / "train_vae.py")
+    train_vae = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_vae)
+    (tmp_path / "args.json").write_text(json.dumps(
+        {"posterior": "sylvester-orthogonal", "flow_length": 4, "sylvester_m": 3}))
+    (tmp_path / "result.json").write_text(json.dumps(
+        {"posterior": "sylvester-orthogonal", "flow_length": 4, "nll_test": 90.0}))
+    argv = train_vae.model_arguments(train_vae.trained_settings(tmp_path))
+    assert argv[argv.index("--sylvester-m") + 1] == "3", argv
+    (tmp_path / "args.json").unlink()
+    assert train_vae.trained_settings(tmp_path)["nll_test"] == 90.0
+    (tmp_path / "result.json").unlink()
+    assert train_vae.trained_settings(tmp_path) is None
+
+
 def test_snapshots_keep_last_pt_every_n_epochs_across_a_resume(tmp_path):
     """snapshot_every=2: snaps/epoch_0002.pt and epoch_0004.pt, each the last.pt of that
     epoch (so equal to a run stopped there), also when the run was resumed in between; an
