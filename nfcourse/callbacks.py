@@ -280,7 +280,8 @@ class Checkpoint(Callback):
     ``last.pt`` after every epoch (the run's whole state: model, optimizer, epoch, step,
     history, θ̄, the generators), ``best.pt`` when validation improves, and with
     ``snapshot_every=n`` a kept copy of ``last.pt`` after every n-th whole epoch
-    (``snaps/epoch_NNNN.pt``; an epoch cut short by a step or time limit gets none). With
+    (``snaps/epoch_NNNN.pt``; an epoch cut short by a step or time limit gets none; a run
+    that starts afresh refuses a directory holding another run's copies). With
     ``resume``, ``on_start`` continues from ``last.pt`` when it exists; the result is that of
     a run never interrupted (on the CPU). :func:`nfcourse.train.fit` puts it first, so that
     the others start from the restored run."""
@@ -295,7 +296,20 @@ class Checkpoint(Callback):
     def last(self) -> Path:
         return self.directory / "last.pt"
 
+    def check_fresh(self) -> None:
+        """A run that starts afresh must not leave another run's kept copies beside its own:
+        they would be read as its epochs."""
+        if self.resume and self.last.exists():
+            return
+        stale = sorted((self.directory / "snaps").glob("epoch_*.pt"))
+        if stale:
+            raise ValueError(
+                f"{self.directory} holds {len(stale)} kept copies of an earlier run's last.pt "
+                f"({stale[0].name}, ...) in snaps/: continue that run with resume=True "
+                "(--resume), or start this one in a new checkpoint_dir (--checkpoint-dir)")
+
     def on_start(self, run) -> None:
+        self.check_fresh()
         if self.resume and self.last.exists():
             run.restore(load_checkpoint(self.last, map_location=run.device), self.last)
             best = self.directory / "best.pt"
@@ -310,6 +324,7 @@ class Checkpoint(Callback):
         state = run.state()
         save_checkpoint(self.last, state)
         epoch = run.epoch + 1
-        if self.snapshot_every and not run.cut and epoch % self.snapshot_every == 0:
+        whole = run.taken == run.steps_per_epoch     # a limit may fall on its last batch
+        if self.snapshot_every and whole and epoch % self.snapshot_every == 0:
             (self.directory / "snaps").mkdir(exist_ok=True)
             save_checkpoint(self.directory / "snaps" / f"epoch_{epoch:04d}.pt", state)

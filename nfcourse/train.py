@@ -177,12 +177,13 @@ class TrainConfig:
         if self.clip_grad is not None and not self.clip_grad > 0:
             raise ValueError(f"clip_grad={self.clip_grad!r}: the largest gradient norm is a "
                              "positive number (e.g. 100), or None for no clipping")
-        if self.snapshot_every is not None and not (self.snapshot_every >= 1
-                                                    and self.checkpoint_dir is not None):
-            raise ValueError(f"snapshot_every={self.snapshot_every!r}, checkpoint_dir="
-                             f"{self.checkpoint_dir!r}: snapshots are copies of last.pt every "
-                             "n >= 1 epochs, so they need a checkpoint_dir (e.g. "
-                             "snapshot_every=50, checkpoint_dir='runs/a')")
+        if self.snapshot_every is not None and not self.snapshot_every >= 1:
+            raise ValueError(f"snapshot_every={self.snapshot_every!r} (--snapshot-every): a "
+                             "copy of last.pt every n >= 1 epochs, e.g. 50, or None for none")
+        if self.snapshot_every is not None and self.checkpoint_dir is None:
+            raise ValueError(f"snapshot_every={self.snapshot_every!r} (--snapshot-every) keeps "
+                             "copies of last.pt, so it needs checkpoint_dir (--checkpoint-dir), "
+                             "e.g. checkpoint_dir='runs/a'")
         if self.checkpoint_dir is not None:
             object.__setattr__(self, "checkpoint_dir", str(self.checkpoint_dir))
 

@@ -55,7 +55,10 @@ def run_name(path: Path, result: dict) -> str:
         return path.parent.name
     checkpoint = Path(result["eval_checkpoint"])
     run = checkpoint.parent.parent if checkpoint.parent.name == "snaps" else checkpoint.parent
-    return f"{run.name}, epoch {result['epochs']}"
+    # a relative path ("snaps/epoch_0100.pt", given inside the run) names no run: use where
+    # the evaluation lies
+    name = run.name or path.resolve().parent.parent.name
+    return f"{name}, epoch {result['epochs']}"
 
 
 def table(results: list[Path], key: str = "nll_test") -> str:

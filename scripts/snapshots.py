@@ -6,7 +6,8 @@ evaluates, once, the −ELBO and the importance-sampled NLL (``--nll-samples`` S
 encoder's proposal) on the first ``--test-size`` test images and on as many training
 images (``scripts/train_vae.py --eval-only --eval-checkpoint``; each evaluation is kept as
 ``epoch_NNNN.test.json`` and ``epoch_NNNN.train.json``, with each image's log p(x) beside
-it). Then it prints, per epoch,
+it, and redone only when the copy is newer or the images or S differ). Then it prints, per
+epoch,
 
 .. math::
 
@@ -47,19 +48,29 @@ def copies(run: Path) -> list[Path]:
     return sorted(p for p in (run / "snaps").glob("*.pt") if "." not in p.stem)
 
 
+def current(out: Path, copy: Path, test_size: int, samples: int) -> bool:
+    """Whether the evaluation ``out`` on disk is of this copy (written after it) with these
+    numbers of images and draws: if so it is kept, else redone."""
+    if not out.exists() or out.stat().st_mtime < copy.stat().st_mtime:
+        return False
+    r = json.loads(out.read_text())
+    return r.get("test_images") == test_size and r.get("nll_samples") == samples
+
+
 def evaluate(run: Path, model_args: list[str], test_size: int, samples: int) -> None:
     """Evaluate each copy of ``run`` on the test and the training images, once (an
-    evaluation already on disk is kept)."""
+    evaluation on disk of the same copy, images and S is kept)."""
     for copy in copies(run):
         for images in IMAGES:
             out = copy.with_suffix(f".{images}.json")
-            if out.exists():
+            if current(out, copy, test_size, samples):
                 continue
             print(f"evaluating {copy} on {test_size} {images} images (S = {samples})",
                   file=sys.stderr, flush=True)
             with contextlib.redirect_stdout(io.StringIO()):   # train_vae prints its result
-                train_vae.main([*model_args, "--checkpoint-dir", str(run), "--eval-only",
-                                "--eval-checkpoint", str(copy), "--eval-images", images,
+                train_vae.main([*model_args, "--checkpoint-dir", str(run.resolve()),
+                                "--eval-only", "--eval-checkpoint", str(copy.resolve()),
+                                "--eval-images", images,
                                 "--test-size", str(test_size), "--nll-samples", str(samples),
                                 "--output", str(out)])
 
@@ -99,16 +110,19 @@ def table(run: Path, base: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def model_arguments(run: Path, given: list[str]) -> list[str]:
+def model_arguments(run: Path, given: list[str], base: bool = False) -> list[str]:
     """The options that rebuild the run's model: ``given``, or those its args.json or
     result.json record, or a clear error."""
     if given:
         return given
     settings = train_vae.trained_settings(run)
     if settings is None:
-        sys.exit(f"snapshots.py: {run} has no args.json or result.json to rebuild its model "
-                 "from: give its model settings after --, e.g. -- --posterior planar "
-                 "--flow-length 80 --activation maxout")
+        how = (f"write them to {run / 'args.json'}, e.g. {{\"posterior\": \"planar\", "
+               f"\"flow_length\": 80, \"activation\": \"maxout\"}}" if base else
+               "give them after --, e.g. -- --posterior planar --flow-length 80 "
+               "--activation maxout")
+        sys.exit(f"snapshots.py: {run}{' (--base)' if base else ''} has no args.json or "
+                 f"result.json to rebuild its model from: {how}")
     return train_vae.model_arguments(settings)
 
 
@@ -121,17 +135,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", type=Path, default=None,
                    help="a run to compare with at the same epochs (its copies are evaluated "
                         "too, with the model settings of its own args.json or result.json)")
-    p.add_argument("--test-size", type=int, default=1000, help="images of each kind")
+    p.add_argument("--test-size", type=int, default=1000,
+                   help="images of each kind (at most 10000, the test set)")
     p.add_argument("--nll-samples", type=int, default=500, help="importance samples S")
     args = p.parse_args(argv)
+    if not 1 <= args.test_size <= 10_000:
+        p.error(f"--test-size {args.test_size}: the first N test (and training) images, "
+                "1 <= N <= 10000")
     for run in (args.run, args.base):
         if run is not None and not copies(run):
             sys.exit(f"snapshots.py: {run / 'snaps'} holds no copies of last.pt: train the run "
                      "with --snapshot-every N (scripts/train_vae.py)")
     evaluate(args.run, model_arguments(args.run, given), args.test_size, args.nll_samples)
     if args.base is not None:
-        evaluate(args.base, model_arguments(args.base, []), args.test_size, args.nll_samples)
-    print(table(args.run, args.base))
+        evaluate(args.base, model_arguments(args.base, [], base=True), args.test_size,
+                 args.nll_samples)
+    try:
+        print(table(args.run, args.base))
+    except ValueError as e:        # the two runs' copies scored on different images
+        sys.exit(f"snapshots.py: {e}")
     return 0
 
 

@@ -30,17 +30,25 @@ from nfcourse.results import FIELDS, TABLE2_CSV, key, markdown, portable, read_t
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def keep(run: Path) -> Path:
-    """Copy a finished run's result (portable command) and per-image log p(x) into
-    ``docs/results/ablation/<run name>/``; returns that directory, or a clear error."""
+def kept_result(run: Path) -> tuple[Path, dict]:
+    """Where ``--keep`` copies a finished run (``docs/results/ablation/<run name>/``) and its
+    result with a portable command; or a clear error, before anything is copied."""
     missing = [name for name in ("result.json", "result.nll_test.pt") if not (run / name).exists()]
     if missing:
         sys.exit(f"table2.py --keep: {run} has no {' or '.join(missing)}: keep a run once "
                  "scripts/train_vae.py has finished and evaluated it")
-    dest = ROOT / "docs" / "results" / "ablation" / run.name
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = ROOT / "docs" / "results" / "ablation" / run.resolve().name
     result = json.loads((run / "result.json").read_text())
     result["command"] = portable(result["command"])
+    if (dest / "result.json").exists() and json.loads((dest / "result.json").read_text()) != result:
+        sys.exit(f"table2.py --keep: {dest} already holds another result of a run named "
+                 f"{dest.name}: rename the new run's directory, or remove {dest} first")
+    return dest, result
+
+
+def keep(run: Path, dest: Path, result: dict) -> Path:
+    """Copy the run's result and per-image log p(x) into ``dest``; returns ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
     (dest / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     shutil.copyfile(run / "result.nll_test.pt", dest / "result.nll_test.pt")
     return dest
@@ -53,8 +61,9 @@ def main(argv: list[str]) -> int:
                    "per-image log p(x) into docs/results/ablation/<run name>/")
     args = p.parse_args(argv)
     rows = read_table2(TABLE2_CSV)
-    for run in args.runs:
-        run = keep(run) if args.keep else run
+    kept = [kept_result(run) for run in args.runs] if args.keep else []   # all checked first
+    for i, run in enumerate(args.runs):
+        run = keep(run, *kept[i]) if args.keep else run
         new = row_from(run)
         rows = [r for r in rows if key(r) != key(new)] + [new]
     TABLE2_CSV.parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ import torch
 
 from nfcourse import objectives
 from nfcourse.data import load_binarized_mnist
+from nfcourse.callbacks import Checkpoint
 from nfcourse.models import POSTERIORS, VAE, FlowPrior, MixturePrior, make_posterior
 from nfcourse.flows import ACTIVATIONS, MLP, coupling_flow, maf_flow
 from nfcourse.objectives import Bound
@@ -173,9 +174,10 @@ def trained_settings(checkpoint_dir: str | Path) -> dict | None:
     return None
 
 
-def check_architecture(args: argparse.Namespace) -> None:
-    """With --eval-only, the model's settings must be the trained run's: a state_dict of the
-    same shapes loads into another activation without a word (tanh weights under relu)."""
+def check_architecture(args: argparse.Namespace, option: str = "--eval-only") -> None:
+    """With --eval-only or --resume, the model's settings must be the trained run's: a
+    state_dict of the same shapes loads into another activation without a word (tanh weights
+    under relu)."""
     trained = Path(args.checkpoint_dir)
     r = trained_settings(trained)
     if r is None:
@@ -185,8 +187,8 @@ def check_architecture(args: argparse.Namespace) -> None:
              for name in ARCHITECTURE
              if name in r and r[name] != given.get(name, getattr(args, name))]
     if wrong:
-        sys.exit(f"--eval-only: {trained} was trained with " + ", ".join(wrong)
-                 + "; give the same model settings to evaluate it")
+        sys.exit(f"{option}: {trained} was trained with " + ", ".join(wrong)
+                 + "; give the same model settings to evaluate or resume it")
 
 
 def save_per_image(log_px: torch.Tensor, key: str, args: argparse.Namespace) -> None:
@@ -244,7 +246,12 @@ def main(argv: list[str] | None = None) -> dict:
         train_seconds = history["seconds"][-1]
     else:
         if args.checkpoint_dir:     # the model's settings, for evaluating its checkpoints later
-            Path(args.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            if args.resume and (Path(args.checkpoint_dir) / "last.pt").exists():
+                check_architecture(args, "--resume")
+            try:
+                Checkpoint(args.checkpoint_dir, args.resume).check_fresh()
+            except ValueError as e:
+                sys.exit(f"train_vae.py: {e}")
             (Path(args.checkpoint_dir) / "args.json").write_text(json.dumps(
                 {**{name: getattr(args, name) for name in MODEL_SETTINGS},
                  "encoder_hidden": args.encoder_hidden or args.hidden,   # as result.json
@@ -331,7 +338,8 @@ def main(argv: list[str] | None = None) -> dict:
         "encoder_hidden": args.encoder_hidden or args.hidden, "activation": args.activation,
         "dropout": args.dropout, "seed": args.seed,
         # the training settings are not in the checkpoint: --eval-only cannot vouch for them
-        **({"evaluated": str(Path(args.checkpoint_dir) / "best.pt")} if args.eval_only else {
+        **({"evaluated": str(args.eval_checkpoint or Path(args.checkpoint_dir) / "best.pt")}
+           if args.eval_only else {
             "config": config.as_dict(), "anneal_steps": args.anneal, "k": args.k,
             # the settings' old flat keys, which earlier results and readers use
             **{name: getattr(config, name) for name in ("batch_size", "lr", "lr_milestones",

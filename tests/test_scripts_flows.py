@@ -214,3 +214,15 @@ def test_table2_script_replaces_a_runs_row_and_rewrites_the_doc(tmp_path, monkey
                        torch.full((30,), -88.0))
     assert [r["posterior"] for r in results.read_table2(tmp_path / "table2.csv")] == \
         ["planar", "planar", "nice"]
+    assert table2.main(["--keep", str(run)]) == 0          # the same result again: fine
+    # another run of the same name would overwrite the kept one: refused, before any copy
+    (tmp_path / "elsewhere").mkdir()
+    other = write_result(tmp_path / "elsewhere" / "nice_10", posterior="nice", nll_test=80.0)
+    torch.save(torch.full((30,), -80.0), other / "result.nll_test.pt")
+    later = write_result(tmp_path / "nice_80", posterior="nice", flow_length=80)
+    torch.save(torch.full((30,), -87.0), later / "result.nll_test.pt")
+    with pytest.raises(SystemExit, match="already holds another result"):
+        table2.main(["--keep", str(later), str(other)])
+    assert not (tmp_path / "docs" / "results" / "ablation" / "nice_80").exists()
+    assert torch.equal(torch.load(kept / "result.nll_test.pt", weights_only=True),
+                       torch.full((30,), -88.0))

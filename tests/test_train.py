@@ -642,16 +642,38 @@ def test_snapshots_script_tracks_two_runs_at_the_same_epochs(tmp_path):
                            text=True, env=env, timeout=300)
     assert again.returncode == 0 and "evaluating" not in again.stderr
     assert (snaps / "epoch_0001.test.json").stat().st_mtime_ns == stamp
+    assert test["evaluated"] == str((snaps / "epoch_0002.pt").resolve())
+    # one with other draws (or images) is redone, not passed off as this one
+    redo = subprocess.run(script + [str(tmp_path / "a"), "--test-size", "20",
+                                    "--nll-samples", "6"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert redo.returncode == 0 and redo.stderr.count("evaluating") == 4, redo.stderr
+    assert json.loads((snaps / "epoch_0001.test.json").read_text())["nll_samples"] == 6
+    # a base evaluated on other images before is redone too, so the pairs match
+    mixed = subprocess.run(script + [str(tmp_path / "a"), "--base", str(tmp_path / "b")]
+                           + ["--test-size", "10", "--nll-samples", "6"], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert mixed.returncode == 0, mixed.stderr      # both re-evaluated on the same 10 images
     # args.json guards against evaluating with another model's settings, as result.json does
     wrong = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / "a"), "--eval-only",
                                    "--activation", "relu", "--output", str(tmp_path / "w.json")],
                            capture_output=True, text=True, env=env, timeout=300)
     assert wrong.returncode != 0 and "trained with --activation tanh (given: relu)" in wrong.stderr
+    # so does it against resuming with another model's settings (same shapes, other units)
+    resumed = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / "a"), "--resume",
+                                     "--epochs", "3", "--activation", "relu"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode != 0 and "--resume: " in resumed.stderr
+    assert "trained with --activation tanh (given: relu)" in resumed.stderr
+    assert json.loads((tmp_path / "a" / "args.json").read_text())["activation"] == "tanh"
+    fresh = subprocess.run(base + ["--checkpoint-dir", str(tmp_path / "a")],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert fresh.returncode != 0 and "kept copies of an earlier run" in fresh.stderr
     # a run with neither file, or no copies: clear errors
     (tmp_path / "a" / "args.json").unlink()
     bare = subprocess.run(script + [str(tmp_path / "a")], capture_output=True, text=True,
                           env=env, timeout=300)
-    assert bare.returncode != 0 and "give its model settings after --" in bare.stderr
+    assert bare.returncode != 0 and "give them after --" in bare.stderr
     none = subprocess.run(script + [str(tmp_path)], capture_output=True, text=True, env=env,
                           timeout=300)
     assert none.returncode != 0 and "train the run with --snapshot-every N" in none.stderr
@@ -696,7 +718,15 @@ def test_snapshots_keep_last_pt_every_n_epochs_across_a_resume(tmp_path):
                for k, v in load_checkpoint(snaps / "epoch_0004.pt")["model"].items())
     run(tmp_path / "cut", epochs=4, snapshot_every=1, time_limit=0)
     assert not (tmp_path / "cut" / "snaps").exists()
-    with pytest.raises(ValueError, match="need a checkpoint_dir"):
+    # a step limit that falls on an epoch's last batch leaves that epoch whole: it is kept
+    per_epoch = run(epochs=1)[1].step[-1]
+    run(tmp_path / "limit", epochs=4, snapshot_every=2, max_steps=2 * per_epoch)
+    assert [p.name for p in (tmp_path / "limit" / "snaps").iterdir()] == ["epoch_0002.pt"]
+    # a fresh run in a directory with another run's copies would pass them off as its own
+    with pytest.raises(ValueError, match="kept copies of an earlier run's last.pt.*--resume"):
+        run(tmp_path / "whole", epochs=2)
+    assert load_checkpoint(tmp_path / "whole" / "last.pt")["epoch"] == 4   # nothing lost
+    with pytest.raises(ValueError, match="needs checkpoint_dir"):
         TrainConfig(snapshot_every=10)
     with pytest.raises(ValueError, match="n >= 1 epochs"):
         TrainConfig(snapshot_every=0, checkpoint_dir=str(tmp_path))
