@@ -922,6 +922,10 @@ for (split, family), r in gap_rows.items():    # and the amortization gap is the
 # - **R&M's annealing** $\beta_t$ helps $K$ = 10 by far more than $K$ = 80. At $K$ = 80 the
 #   gradient needs clipping under it.
 #
+# - **NICE under the same recipe** ($K$ = 10) lands 0.47 nats *below* our planar $K$ = 10,
+#   image by image, where R&M's NICE row is 1 to 2 nats above their planar row: which flow wins
+#   depends on how it is trained, not only on its family.
+#
 # What is still short is the gain from $K$ itself: R&M's NLL falls 2.4 nats from $K$ = 10 to 80,
 # ours about 1.
 
