@@ -61,9 +61,10 @@ def main(argv: list[str]) -> int:
                    "per-image log p(x) into docs/results/ablation/<run name>/")
     args = p.parse_args(argv)
     rows = read_table2(TABLE2_CSV)
-    kept = [kept_result(run) for run in args.runs] if args.keep else []   # all checked first
-    for i, run in enumerate(args.runs):
-        run = keep(run, *kept[i]) if args.keep else run
+    if args.keep:
+        checked = [kept_result(run) for run in args.runs]     # every run, before any copy
+        args.runs = [keep(run, *where) for run, where in zip(args.runs, checked)]
+    for run in args.runs:
         new = row_from(run)
         rows = [r for r in rows if key(r) != key(new)] + [new]
     TABLE2_CSV.parent.mkdir(parents=True, exist_ok=True)

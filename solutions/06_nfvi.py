@@ -1027,7 +1027,6 @@ for (split, family), r in gap_rows.items():    # and the amortization gap is the
 #   at both $K$ = 10 and 80. The encoder that outputs the flow's parameters was the bottleneck.
 # - **R&M's annealing** $\beta_t$ helps $K$ = 10 by far more than $K$ = 80. At $K$ = 80 the
 #   gradient needs clipping under it.
-#
 # - **NICE under the same recipe** ($K$ = 10) lands 0.47 nats *below* our planar $K$ = 10,
 #   image by image, where R&M's NICE row is 1 to 2 nats above their planar row: which flow wins
 #   depends on how it is trained, not only on its family.
