@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def kept_result(run: Path) -> tuple[Path, dict]:
     """Where ``--keep`` copies a finished run (``docs/results/ablation/<run name>/``) and its
-    result with a portable command; or a clear error, before anything is copied."""
+    result with a portable command and run directory; or a clear error, before anything is copied."""
     missing = [name for name in ("result.json", "result.nll_test.pt") if not (run / name).exists()]
     if missing:
         sys.exit(f"table2.py --keep: {run} has no {' or '.join(missing)}: keep a run once "
@@ -40,6 +40,8 @@ def kept_result(run: Path) -> tuple[Path, dict]:
     dest = ROOT / "docs" / "results" / "ablation" / run.resolve().name
     result = json.loads((run / "result.json").read_text())
     result["command"] = portable(result["command"])
+    if result.get("config", {}).get("checkpoint_dir"):     # no path of the machine that ran it
+        result["config"]["checkpoint_dir"] = f"runs/{Path(result['config']['checkpoint_dir']).name}"
     if (dest / "result.json").exists() and json.loads((dest / "result.json").read_text()) != result:
         sys.exit(f"table2.py --keep: {dest} already holds another result of a run named "
                  f"{dest.name}: rename the new run's directory, or remove {dest} first")

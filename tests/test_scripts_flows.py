@@ -202,14 +202,17 @@ def test_table2_script_replaces_a_runs_row_and_rewrites_the_doc(tmp_path, monkey
     assert "old" not in doc
     # --keep: the result (portable command) and each image's log p(x) go to docs/results/ablation
     run = write_result(tmp_path / "nice_10", posterior="nice",
-                       command="/home/x/scripts/train_vae.py --checkpoint-dir /home/x/runs/nice_10")
+                       command="/home/x/scripts/train_vae.py --checkpoint-dir /home/x/runs/nice_10",
+                       config={"optimizer": "adam", "checkpoint_dir": "/home/x/runs/nice_10"})
     with pytest.raises(SystemExit, match="has no result.nll_test.pt"):
         table2.main(["--keep", str(run)])
     torch.save(torch.full((30,), -88.0), run / "result.nll_test.pt")
     assert table2.main(["--keep", str(run)]) == 0
     kept = tmp_path / "docs" / "results" / "ablation" / "nice_10"
-    assert json.loads((kept / "result.json").read_text())["command"] == \
-        "scripts/train_vae.py --checkpoint-dir runs/nice_10"
+    kept_result = json.loads((kept / "result.json").read_text())
+    assert kept_result["command"] == "scripts/train_vae.py --checkpoint-dir runs/nice_10"
+    assert kept_result["config"]["checkpoint_dir"] == "runs/nice_10"
+    assert "/home/x" not in (kept / "result.json").read_text()
     assert torch.equal(torch.load(kept / "result.nll_test.pt", weights_only=True),
                        torch.full((30,), -88.0))
     assert [r["posterior"] for r in results.read_table2(tmp_path / "table2.csv")] == \
