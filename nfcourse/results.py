@@ -58,11 +58,17 @@ def __getattr__(name: str) -> Path:
 
 def portable(command: str) -> str:
     """A run's command as a reader can run it from the repository: the script by its path
-    in the repository and the run directory as ``runs/<its name>``, with no path of the
-    machine that ran it.
+    in the repository, the run directory as ``runs/<its name>``, with no path of the
+    machine that ran it, and each option once.
+
+    A runner that shares a prefix of options between cells repeats an option it overrides
+    (``--activation tanh ... --activation maxout``); the script's parser keeps the last, so
+    that value is written in the first one's place, and the command reads as what ran.
 
     >>> portable("/x/scripts/train_vae.py --epochs 3 --checkpoint-dir /root/r/planar_10 --seed 0")
     'scripts/train_vae.py --epochs 3 --checkpoint-dir runs/planar_10 --seed 0'
+    >>> portable("scripts/train_vae.py --activation tanh --anneal --hidden 400 400 --activation maxout")
+    'scripts/train_vae.py --activation maxout --anneal --hidden 400 400'
     """
     words = command.split()
     for i, word in enumerate(words):
@@ -70,7 +76,16 @@ def portable(command: str) -> str:
             words[i] = "scripts/" + Path(word).name
         if i and words[i - 1] == "--checkpoint-dir":
             words[i] = f"runs/{Path(word).name}"
-    return " ".join(words)
+    start = next((i for i, word in enumerate(words) if word.startswith("--")), len(words))
+    options: dict[str, list[str]] = {}     # option -> its values; a dict keeps first places
+    for word in words[start:]:
+        if word.startswith("--"):
+            option = word
+            options[option] = []           # a repeat replaces the values, not the place
+        else:
+            options[option].append(word)
+    return " ".join(words[:start] + [w for option, values in options.items()
+                                     for w in (option, *values)])
 
 
 def row_from(run: Path) -> dict:

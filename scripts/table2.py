@@ -63,6 +63,8 @@ def main(argv: list[str]) -> int:
                    "per-image log p(x) into docs/results/ablation/<run name>/")
     args = p.parse_args(argv)
     rows = read_table2(TABLE2_CSV)
+    for row in rows:                     # rows kept before portable() wrote each option once
+        row["command"] = portable(row["command"])
     if args.keep:
         checked = [kept_result(run) for run in args.runs]     # every run, before any copy
         args.runs = [keep(run, *where) for run, where in zip(args.runs, checked)]

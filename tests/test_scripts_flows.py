@@ -202,7 +202,8 @@ def test_table2_script_replaces_a_runs_row_and_rewrites_the_doc(tmp_path, monkey
     assert "old" not in doc
     # --keep: the result (portable command) and each image's log p(x) go to docs/results/ablation
     run = write_result(tmp_path / "nice_10", posterior="nice",
-                       command="/home/x/scripts/train_vae.py --checkpoint-dir /home/x/runs/nice_10",
+                       command="/home/x/scripts/train_vae.py --activation tanh "
+                               "--checkpoint-dir /home/x/runs/nice_10 --activation maxout",
                        config={"optimizer": "adam", "checkpoint_dir": "/home/x/runs/nice_10"})
     with pytest.raises(SystemExit, match="has no result.nll_test.pt"):
         table2.main(["--keep", str(run)])
@@ -210,7 +211,9 @@ def test_table2_script_replaces_a_runs_row_and_rewrites_the_doc(tmp_path, monkey
     assert table2.main(["--keep", str(run)]) == 0
     kept = tmp_path / "docs" / "results" / "ablation" / "nice_10"
     kept_result = json.loads((kept / "result.json").read_text())
-    assert kept_result["command"] == "scripts/train_vae.py --checkpoint-dir runs/nice_10"
+    # each option once, with the value the script's parser kept (the last)
+    assert kept_result["command"] == ("scripts/train_vae.py --activation maxout "
+                                      "--checkpoint-dir runs/nice_10")
     assert kept_result["config"]["checkpoint_dir"] == "runs/nice_10"
     assert "/home/x" not in (kept / "result.json").read_text()
     assert torch.equal(torch.load(kept / "result.nll_test.pt", weights_only=True),
@@ -218,6 +221,16 @@ def test_table2_script_replaces_a_runs_row_and_rewrites_the_doc(tmp_path, monkey
     assert [r["posterior"] for r in results.read_table2(tmp_path / "table2.csv")] == \
         ["planar", "planar", "nice"]
     assert table2.main(["--keep", str(run)]) == 0          # the same result again: fine
+    # a row kept before options were written once is rewritten with the next run
+    csv_text = (tmp_path / "table2.csv").read_text()
+    (tmp_path / "table2.csv").write_text(csv_text.replace(
+        "scripts/train_vae.py --activation maxout --checkpoint-dir runs/nice_10",
+        "scripts/train_vae.py --activation tanh --checkpoint-dir runs/nice_10 --activation maxout"))
+    assert "--activation tanh" in (tmp_path / "table2.csv").read_text()
+    assert table2.main([str(write_result(tmp_path / "k10", flow_init="identity"))]) == 0
+    assert [r["command"] for r in results.read_table2(tmp_path / "table2.csv")
+            if r["posterior"] == "nice"] == ["scripts/train_vae.py --activation maxout "
+                                             "--checkpoint-dir runs/nice_10"]
     # another run of the same name would overwrite the kept one: refused, before any copy
     (tmp_path / "elsewhere").mkdir()
     other = write_result(tmp_path / "elsewhere" / "nice_10", posterior="nice", nll_test=80.0)
