@@ -58,8 +58,8 @@ def __getattr__(name: str) -> Path:
 
 def portable(command: str) -> str:
     """A run's command as a reader can run it from the repository: the script by its path
-    in the repository, the run directory as ``runs/<its name>``, with no path of the
-    machine that ran it, and each option once.
+    in the repository, the run directory as ``runs/<its name>`` (and a file in it as
+    ``runs/<its name>/<file>``), with no path of the machine that ran it, and each option once.
 
     A runner that shares a prefix of options between cells repeats an option it overrides
     (``--activation tanh ... --activation maxout``); the script's parser keeps the last, so
@@ -67,6 +67,8 @@ def portable(command: str) -> str:
 
     >>> portable("/x/scripts/train_vae.py --epochs 3 --checkpoint-dir /root/r/planar_10 --seed 0")
     'scripts/train_vae.py --epochs 3 --checkpoint-dir runs/planar_10 --seed 0'
+    >>> portable("/x/scripts/train_vae.py --eval-only --eval-checkpoint /root/r/k10/last.pt")
+    'scripts/train_vae.py --eval-only --eval-checkpoint runs/k10/last.pt'
     >>> portable("scripts/train_vae.py --activation tanh --anneal --hidden 400 400 --activation maxout")
     'scripts/train_vae.py --activation maxout --anneal --hidden 400 400'
     """
@@ -76,6 +78,8 @@ def portable(command: str) -> str:
             words[i] = "scripts/" + Path(word).name
         if i and words[i - 1] == "--checkpoint-dir":
             words[i] = f"runs/{Path(word).name}"
+        if i and words[i - 1] in ("--eval-checkpoint", "--output"):    # files in a run directory
+            words[i] = f"runs/{Path(word).parent.name}/{Path(word).name}"
     start = next((i for i, word in enumerate(words) if word.startswith("--")), len(words))
     options: dict[str, list[str]] = {}     # option -> its values; a dict keeps first places
     for word in words[start:]:
