@@ -162,6 +162,13 @@ def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):
     assert len(ax.get_lines()) >= 4 and len(ax.containers) == len(groups)
     planar_rm = ax.get_lines()[0]
     assert list(planar_rm.get_ydata()) == [89.9, 87.5, 86.5, 85.7, 85.1]
+    # one legend entry per published line and per series (its NLL and −ELBO markers together)
+    assert len(ax.get_legend().get_texts()) == 5 + len(groups)
+    # the second round's recipe is drawn strongest, every earlier one faint
+    alphas = [c.lines[0].get_alpha() for c in ax.containers]
+    best = sum(recipe == results.BEST_RECIPE for *_, recipe in groups)
+    assert best >= 1 and alphas.count(1.0) == best and max(alphas) == 1.0
+    assert sorted(alphas)[:-best] and max(sorted(alphas)[:-best]) < 0.5, alphas
     plt.close(fig)
     # two later recipes of one posterior and start are told apart by their markers
     later = [{**r, "recipe": name} for r, name in

@@ -63,7 +63,7 @@ def draw_table2(studies: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     plot_table2(ax, read_table2(ROOT / "docs" / "results" / "table2.csv"))
     fig.tight_layout()
-    fig.savefig(studies / "table2.png", dpi=120)
+    fig.savefig(studies / "table2.png", dpi=120, bbox_inches="tight")    # the legend is below
     plt.close(fig)
     page = studies / "table2.md"
     title, rest = page.read_text("utf-8").split("\n", 1)
