@@ -914,7 +914,8 @@ for (split, family), r in gap_rows.items():    # and the amortization gap is the
 # their Fig. 4 bound $\mathcal F$ (96.7, 93.6, 92.0, 90.6, 89.6 at $K$ = 0, 10, 20, 40, 80) beside
 # our test $-$ELBO, both in the table (and dashed in the plot).
 #
-# Each recipe is a series of its own. What moved our cells towards the paper's, one change at a
+# Each recipe is a series of its own, the second round's (maxout units, annealing, the gradient
+# clipped) drawn strongest. What moved our cells towards the paper's, one change at a
 # time and compared image by image (`docs/table2.md`, "What moves the numbers"):
 #
 # - **R&M's maxout units** in the encoder and the decoder, instead of tanh units: about 1.8 nats
