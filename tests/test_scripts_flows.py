@@ -164,6 +164,13 @@ def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):
     assert list(planar_rm.get_ydata()) == [89.9, 87.5, 86.5, 85.7, 85.1]
     # one legend entry per published line and per series (its NLL and −ELBO markers together)
     assert len(ax.get_legend().get_texts()) == 5 + len(groups)
+    for size in [(7.5, 4.5), (9, 4)]:      # the site's figure and Section 6's: legend under "K"
+        fig.set_size_inches(*size)
+        fig.tight_layout()
+        renderer = fig.canvas.get_renderer()
+        fig.canvas.draw()
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert legend.y1 < ax.xaxis.label.get_window_extent(renderer).y0, size
     # the second round's recipe is drawn strongest, every earlier one faint
     alphas = [c.lines[0].get_alpha() for c in ax.containers]
     best = sum(recipe == results.BEST_RECIPE for *_, recipe in groups)
