@@ -58,6 +58,15 @@ def __getattr__(name: str) -> Path:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def portable_run_dir(run_dir: str | Path) -> str:
+    """A run directory as ``runs/<its name>``: no path of the machine that ran it.
+
+    >>> portable_run_dir("/root/nfcourse-runs/table2/planar_10")
+    'runs/planar_10'
+    """
+    return f"runs/{Path(run_dir).name}"
+
+
 def portable(command: str) -> str:
     """A run's command as a reader can run it from the repository: the script by its path
     in the repository, the run directory as ``runs/<its name>`` (and a file in it as
@@ -79,9 +88,9 @@ def portable(command: str) -> str:
         if word.endswith(".py") and "/scripts/" in "/" + word:
             words[i] = "scripts/" + Path(word).name
         if i and words[i - 1] == "--checkpoint-dir":
-            words[i] = f"runs/{Path(word).name}"
+            words[i] = portable_run_dir(word)
         if i and words[i - 1] in ("--eval-checkpoint", "--output"):    # files in a run directory
-            words[i] = f"runs/{Path(word).parent.name}/{Path(word).name}"
+            words[i] = f"{portable_run_dir(Path(word).parent)}/{Path(word).name}"
     start = next((i for i, word in enumerate(words) if word.startswith("--")), len(words))
     options: dict[str, list[str]] = {}     # option -> its values; a dict keeps first places
     for word in words[start:]:

@@ -25,7 +25,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from nfcourse.results import FIELDS, TABLE2_CSV, key, markdown, portable, read_table2, row_from
+from nfcourse.results import (FIELDS, TABLE2_CSV, key, markdown, portable, portable_run_dir,
+                              read_table2, row_from)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +42,7 @@ def kept_result(run: Path) -> tuple[Path, dict]:
     result = json.loads((run / "result.json").read_text())
     result["command"] = portable(result["command"])
     if result.get("config", {}).get("checkpoint_dir"):     # no path of the machine that ran it
-        result["config"]["checkpoint_dir"] = f"runs/{Path(result['config']['checkpoint_dir']).name}"
+        result["config"]["checkpoint_dir"] = portable_run_dir(result["config"]["checkpoint_dir"])
     if (dest / "result.json").exists() and json.loads((dest / "result.json").read_text()) != result:
         sys.exit(f"table2.py --keep: {dest} already holds another result of a run named "
                  f"{dest.name}: rename the new run's directory, or remove {dest} first")

@@ -174,7 +174,7 @@ def test_table2_reads_the_committed_rows_and_draws_them(tmp_path):
     # the second round's recipe is drawn strongest, every earlier one faint
     alphas = [c.lines[0].get_alpha() for c in ax.containers]
     best = sum(recipe == results.BEST_RECIPE for *_, recipe in groups)
-    assert best >= 1 and alphas.count(1.0) == best and max(alphas) == 1.0
+    assert best >= 1 and alphas.count(1.0) == best
     assert sorted(alphas)[:-best] and max(sorted(alphas)[:-best]) < 0.5, alphas
     plt.close(fig)
     # two later recipes of one posterior and start are told apart by their markers
